@@ -1,0 +1,2 @@
+"""console_common"""
+__version__ = "0.1.0"
