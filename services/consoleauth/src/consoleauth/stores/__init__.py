@@ -1,0 +1,24 @@
+"""Token stores: sqlite (default, survives restart), memory, redis (shared by replicas)."""
+
+from __future__ import annotations
+
+import os
+
+from consoleauth.stores.base import StoreUnavailable, TokenRecord, TokenStore
+
+
+def open_store(kind: str, state_dir: str, redis_url: str) -> TokenStore:
+    if kind == "memory":
+        from consoleauth.stores.memory import MemoryStore
+
+        return MemoryStore()
+    if kind == "redis":
+        from consoleauth.stores.redis import RedisStore
+
+        return RedisStore(redis_url)
+    from consoleauth.stores.sqlite import SqliteStore
+
+    return SqliteStore(os.path.join(state_dir, "consoleauth.sqlite3"))
+
+
+__all__ = ["StoreUnavailable", "TokenRecord", "TokenStore", "open_store"]

@@ -1,0 +1,121 @@
+"""check_token throughput and latency on the bus, against a real consoleauth process.
+
+    uv run python bench/bus.py [--clients 1,10,100] [--seconds 3] [--processes 2] [--json]
+
+Starts consoleauth (memory store) on a free loopback port, authorizes one token, then for
+each concurrency level runs that many concurrent BusClient callers (greenlets spread over
+--processes client processes) calling check_token for --seconds, and prints checks/s and
+p50/p99/max latency. Target (issue 3): >= 20 000 checks/s and p99 <= 1 ms at 10 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(endpoint: str, token: str, clients: int, seconds: float, out: mp.Queue) -> None:
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+
+    from console_common.bus import BusClient
+
+    client = BusClient([endpoint], timeout=5.0)
+    lat: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    def loop() -> None:
+        call, now = client.call, time.perf_counter
+        while (t0 := now()) < stop_at:
+            call("check_token", token=token)
+            lat.append(now() - t0)
+
+    gevent.joinall([gevent.spawn(loop) for _ in range(clients)], raise_error=True)
+    out.put(lat)
+
+
+def measure(endpoint: str, token: str, clients: int, seconds: float, processes: int) -> dict:
+    procs = max(1, min(processes, clients))
+    share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    q: mp.Queue = mp.Queue()
+    workers = [mp.Process(target=_worker, args=(endpoint, token, n, seconds, q)) for n in share]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    lat: list[float] = []
+    for _ in workers:
+        lat += q.get(timeout=seconds + 60)
+    for w in workers:
+        w.join(timeout=10)
+    elapsed = time.perf_counter() - t0
+    lat.sort()
+    pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3  # noqa: E731
+    return {"clients": clients, "calls": len(lat), "checks_per_s": len(lat) / seconds,
+            "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": lat[-1] * 1e3,
+            "wall_s": elapsed}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", default="1,10,100")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--endpoint", help="use a running consoleauth instead of starting one")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    proc = None
+    endpoint = args.endpoint
+    if endpoint is None:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        proc = subprocess.Popen([sys.executable, "-m", "consoleauth.cli", "--consoleauth-listen",
+                                 endpoint, "--token-store", "memory", "--log-format", "json",
+                                 "--log-level", "warning"], stdin=subprocess.DEVNULL)
+    try:
+        from console_common.bus import BusClient, BusUnavailable
+
+        with BusClient([endpoint], timeout=1.0) as admin:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    admin.call("ping")
+                    break
+                except BusUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
+            token = admin.call("authorize_console", console_type="novnc", host="127.0.0.1",
+                               port=5900, instance_uuid="bench")["token"]
+        rows = [measure(endpoint, token, int(n), args.seconds, args.processes)
+                for n in args.clients.split(",")]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"check_token on {os.cpu_count()} cores, {args.seconds:g}s per level")
+        print("| clients | checks/s | p50 ms | p99 ms | max ms |")
+        print("|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['clients']} | {r['checks_per_s']:.0f} | {r['p50_ms']:.3f} | "
+                  f"{r['p99_ms']:.3f} | {r['max_ms']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Schemas of the bus: the envelope and each method's arguments and result (pure).
+
+Every method is declared once in METHODS: (args schema, result schema). Both ends load
+what they receive through these schemas; unknown fields are refused (marshmallow RAISE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+VERSION = 1
+CONSOLE_TYPES = ("novnc", "xvpvnc")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+_Int = lambda **kw: fields.Integer(strict=True, **kw)  # noqa: E731
+_Port = lambda **kw: _Int(validate=validate.Range(1, 65535), **kw)  # noqa: E731
+def _Str(n: int = 255, min: int = 0, **kw: Any) -> fields.String:  # noqa: N802
+    return fields.String(validate=validate.Length(min=min, max=n), **kw)
+_Bool = lambda **kw: fields.Boolean(truthy={True}, falsy={False}, **kw)  # noqa: E731
+_Token = lambda **kw: fields.String(validate=validate.Length(min=1, max=256), **kw)  # noqa: E731
+
+
+# --- envelope --------------------------------------------------------------------------
+class RequestSchema(_Strict):
+    v = _Int(required=True, validate=validate.Equal(VERSION, error="unsupported version {input}"))
+    id = _Str(64, load_default=None, allow_none=True)
+    method = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    args = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class ErrorSchema(_Strict):
+    type = _Str(64, required=True)
+    message = _Str(2000, required=True)
+
+
+class ReplySchema(_Strict):
+    v = _Int(required=True, validate=validate.Equal(VERSION))
+    id = _Str(64, load_default=None, allow_none=True)
+    ok = _Bool(required=True)
+    result = fields.Raw(load_default=None, allow_none=True)
+    error = fields.Nested(ErrorSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _one_of(self, data: dict[str, Any], **kw: Any) -> None:
+        if data["ok"] and data.get("error") is not None:
+            raise ValidationError("an ok reply carries no error")
+        if not data["ok"] and data.get("error") is None:
+            raise ValidationError("an error reply needs error")
+
+
+# --- consoleauth ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AuthorizeArgs:
+    console_type: str
+    host: str
+    port: int
+    instance_uuid: str
+    token: str | None = None
+    internal_access_path: str | None = None
+    compute_url: str | None = None
+    access_url: str | None = None
+
+
+class AuthorizeArgsSchema(_Strict):
+    token = _Token(load_default=None, allow_none=True)
+    console_type = fields.String(required=True, validate=validate.OneOf(CONSOLE_TYPES))
+    host = _Str(255, min=1, required=True)
+    port = _Port(required=True)
+    instance_uuid = _Str(64, min=1, required=True)
+    internal_access_path = _Str(1024, load_default=None, allow_none=True)
+    compute_url = _Str(255, load_default=None, allow_none=True)
+    access_url = _Str(2048, load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kw: Any) -> AuthorizeArgs:
+        return AuthorizeArgs(**data)
+
+
+class AuthorizeResultSchema(_Strict):
+    token = _Token(required=True)
+    expires_at = fields.Float(required=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTokenArgs:
+    token: str
+
+
+class CheckTokenArgsSchema(_Strict):
+    token = _Token(required=True)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kw: Any) -> CheckTokenArgs:
+        return CheckTokenArgs(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectInfo:
+    console_type: str
+    host: str
+    port: int
+    instance_uuid: str
+    expires_at: float
+    internal_access_path: str | None = None
+
+
+class ConnectInfoSchema(_Strict):
+    console_type = fields.String(required=True, validate=validate.OneOf(CONSOLE_TYPES))
+    host = _Str(required=True)
+    port = _Port(required=True)
+    instance_uuid = _Str(64, required=True)
+    expires_at = fields.Float(required=True)
+    internal_access_path = _Str(1024, load_default=None, allow_none=True)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kw: Any) -> ConnectInfo:
+        return ConnectInfo(**data)
+
+
+class InstanceArgsSchema(_Strict):
+    instance_uuid = _Str(64, min=1, required=True)
+
+
+class DeletedSchema(_Strict):
+    deleted = _Int(required=True, validate=validate.Range(min=0))
+
+
+class EmptySchema(_Strict):
+    pass
+
+
+class PingResultSchema(_Strict):
+    service = _Str(64, required=True)
+    version = _Str(64, required=True)
+    store = _Str(64, load_default=None, allow_none=True)
+    tokens = _Int(load_default=None, allow_none=True)
+    instances = _Int(load_default=None, allow_none=True)
+    host = _Str(255, load_default=None, allow_none=True)
+
+
+# --- fake compute host control endpoint ---------------------------------------------
+class ValidatePortArgsSchema(_Strict):
+    instance_uuid = _Str(64, required=True)
+    port = _Port(required=True)
+    console_type = fields.String(required=True, validate=validate.OneOf(CONSOLE_TYPES))
+
+
+class ValidResultSchema(_Strict):
+    valid = _Bool(required=True)
+
+
+class GetConsoleArgsSchema(_Strict):
+    instance_id = _Str(255, min=1, required=True)
+    console_type = fields.String(required=True, validate=validate.OneOf(CONSOLE_TYPES))
+
+
+class ConsoleSchema(_Strict):
+    token = _Token(required=True)
+    access_url = _Str(4096, required=True)
+    host = _Str(required=True)
+    port = _Port(required=True)
+    internal_access_path = _Str(1024, load_default=None, allow_none=True)
+    instance_uuid = _Str(64, load_default=None, allow_none=True)
+    console_type = fields.String(load_default=None, allow_none=True)
+    expires_at = fields.Float(load_default=None, allow_none=True)
+
+
+class InstanceSchema(_Strict):
+    name = _Str(required=True)
+    uuid = _Str(64, required=True)
+    host = _Str(required=True)
+    port = _Port(required=True)
+    kind = _Str(32, required=True)
+    password = _Bool(load_default=False)
+
+
+class InstanceListSchema(_Strict):
+    instances = fields.List(fields.Nested(InstanceSchema), required=True)
+
+
+class DeleteInstanceArgsSchema(_Strict):
+    instance_id = _Str(255, min=1, required=True)
+
+
+# method -> (args schema, result schema). One instance each: schemas are stateless.
+METHODS: dict[str, tuple[Schema, Schema]] = {
+    "authorize_console": (AuthorizeArgsSchema(), AuthorizeResultSchema()),
+    "check_token": (CheckTokenArgsSchema(), ConnectInfoSchema()),
+    "delete_tokens_for_instance": (InstanceArgsSchema(), DeletedSchema()),
+    "ping": (EmptySchema(), PingResultSchema()),
+    "validate_console_port": (ValidatePortArgsSchema(), ValidResultSchema()),
+    "get_vnc_console": (GetConsoleArgsSchema(), ConsoleSchema()),
+    "list_instances": (EmptySchema(), InstanceListSchema()),
+    "delete_instance": (DeleteInstanceArgsSchema(), DeletedSchema()),
+}

@@ -1,0 +1,121 @@
+"""The relay shared by both proxies: one greenlet per direction over two Streams.
+
+A Stream is anything with recv(n) -> bytes (b"" at EOF), sendall(data), shutdown_write()
+and close(): a TCP socket (TcpStream) or novncproxy's WebSocket adapter. Back-pressure is
+natural: a direction holds at most one read (CHUNK) in hand and sendall blocks while the
+other side is slow. EOF on one side is passed on as a half-close; the other direction may
+still finish within ``drain`` seconds.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Callable
+from contextvars import copy_context
+from typing import Protocol
+
+import gevent
+
+CHUNK = 256 * 1024
+
+
+class Stream(Protocol):
+    def recv(self, size: int) -> bytes: ...
+    def sendall(self, data: bytes) -> None: ...
+    def shutdown_write(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class TcpStream:
+    """A connected gevent TCP socket as a Stream (TCP_NODELAY: VNC is interactive)."""
+
+    __slots__ = ("sock", "recv", "sendall")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a unix socket in tests): nothing to tune
+        self.recv = sock.recv
+        self.sendall = sock.sendall
+
+    def shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # peer already gone: the other direction will see it
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RelayResult:
+    __slots__ = ("totals", "reason", "error")
+
+    def __init__(self) -> None:
+        self.totals: Counter[str] = Counter()
+        self.reason = "closed"
+        self.error: BaseException | None = None
+
+
+Observer = Callable[[bytes], None]
+
+
+def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
+         observe: Observer | None = None, chunk: int = CHUNK) -> None:
+    recv, sendall = src.recv, dst.sendall
+    n = 0
+    try:
+        while data := recv(chunk):
+            if observe is not None:
+                observe(data)
+            sendall(data)  # blocks while dst is slow: back-pressure, no queue
+            n += len(data)
+    finally:
+        totals[key] += n
+    dst.shutdown_write()  # pass the EOF on, keep the other direction open
+
+
+def relay(client: Stream, target: Stream, drain: float = 5.0,
+          observe_up: Observer | None = None, observe_down: Observer | None = None,
+          result: RelayResult | None = None) -> RelayResult:
+    """Copy both ways until both directions end (or one fails); close both streams.
+
+    ``result.reason``: "client_closed", "target_closed", "client_error: ...",
+    "target_error: ..." or "killed" (the session greenlet was killed, e.g. revocation).
+    """
+    res = result or RelayResult()
+    up = gevent.spawn(copy_context().run, pump, client, target, res.totals, "bytes_up", observe_up)
+    down = gevent.spawn(copy_context().run, pump, target, client, res.totals, "bytes_down",
+                        observe_down)
+    try:
+        first = gevent.wait([up, down], count=1)[0]
+        other = down if first is up else up
+        if first.successful():
+            res.reason = "client_closed" if first is up else "target_closed"
+            other.join(timeout=drain)
+            if not other.ready():
+                res.reason += "_drain_timeout"
+            elif not other.successful():
+                res.reason, res.error = _failure(other, other is up)
+        else:
+            res.reason, res.error = _failure(first, first is up)
+    except gevent.GreenletExit:
+        res.reason = "killed"
+        raise
+    finally:
+        gevent.killall([up, down], block=True, timeout=1)
+        client.close()
+        target.close()
+    return res
+
+
+def _failure(greenlet: gevent.Greenlet, is_up: bool) -> tuple[str, BaseException | None]:
+    exc = greenlet.exception
+    # A reset is the usual way a peer leaves; which side read or wrote tells who.
+    side = "client" if is_up else "target"
+    if isinstance(exc, OSError):
+        return f"{side}_error: {exc.strerror or exc}", exc
+    return f"{side}_error: {type(exc).__name__}: {exc}", exc

@@ -1,0 +1,78 @@
+"""Running a gevent service: fd limit, signals, graceful drain (gunicorn's gevent worker).
+
+Signal handlers only set an Event; the main greenlet then stops accepting, lets open
+sessions drain up to ``graceful_timeout`` and kills what is left.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.pool
+import structlog
+
+log = structlog.get_logger("service")
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard limit (a session costs two fds)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("service.fd_limit_unchanged", soft=soft, hard=hard, error=str(exc))
+    return soft
+
+
+class Shutdown:
+    """Set by SIGTERM/SIGINT; the main greenlet waits on it."""
+
+    def __init__(self) -> None:
+        self.event = gevent.event.Event()
+        self.signal: str | None = None
+
+    def install(self) -> "Shutdown":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(sig, self._on_signal, sig)
+        return self
+
+    def _on_signal(self, sig: int) -> None:
+        self.signal = signal.Signals(sig).name
+        self.event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.event.wait(timeout)
+
+
+def drain(servers: Iterable[Any], pool: gevent.pool.Pool | None, grace: float,
+          on_cut: Callable[[], None] | None = None) -> None:
+    """Stop listening, wait for sessions to finish up to ``grace`` seconds, then cut them."""
+    for server in servers:
+        server.close()  # stop accepting; open connections continue
+    if pool is not None:
+        open_sessions = len(pool)
+        if open_sessions:
+            log.info("service.draining", sessions=open_sessions, grace_s=grace)
+        pool.join(timeout=grace)
+        left = len(pool)
+        if left:
+            log.warning("service.cutting_sessions", sessions=left)
+            if on_cut is not None:
+                on_cut()
+            pool.kill(block=True, timeout=2)
+    for server in servers:
+        try:
+            server.stop(timeout=1)
+        except Exception:  # already stopped: nothing to do, but never silently
+            log.debug("service.stop_failed", exc_info=True)

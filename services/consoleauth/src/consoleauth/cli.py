@@ -1,0 +1,78 @@
+"""`consoleauth`: the token service on the ZeroMQ bus (nova-consoleauth)."""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+import structlog  # noqa: E402
+import zmq  # noqa: E402
+
+from console_common import __version__  # noqa: E402
+from console_common.bus import BusServer  # noqa: E402
+from console_common.config import COMMON, parse  # noqa: E402
+from console_common.logging import configure  # noqa: E402
+from console_common.service import Shutdown, raise_fd_limit  # noqa: E402
+from consoleauth.methods import handlers  # noqa: E402
+from consoleauth.state import State  # noqa: E402
+from consoleauth.stores import StoreUnavailable, open_store  # noqa: E402
+
+OPTIONS = (*COMMON, "consoleauth_listen", "console_token_ttl", "token_store", "state_dir",
+           "redis_url", "consoleauth_timeout", "graceful_timeout")
+PURGE_EVERY = 30.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, _ = parse("consoleauth", "Console token service (nova-consoleauth) on the ZeroMQ bus.",
+                      OPTIONS, argv)
+    configure("consoleauth", config.log_format, config.log_level)
+    log = structlog.get_logger("consoleauth")
+    for note in config.notes:
+        log.warning("config.unknown_option", detail=note)
+    raise_fd_limit()
+    try:
+        store = open_store(config.token_store, config.state_dir, config.redis_url)
+    except StoreUnavailable as exc:
+        log.error("service.store_failed", error=str(exc))
+        print(f"consoleauth: error: {exc}", file=sys.stderr)
+        return 1
+    state = State(store=store, ttl=config.console_token_ttl,
+                  compute_timeout=config.consoleauth_timeout)
+    server = BusServer(config.consoleauth_listen, handlers(state))
+    try:
+        bound = server.start()
+    except zmq.ZMQError as exc:
+        log.error("service.bind_failed", endpoint=config.consoleauth_listen, error=str(exc))
+        print(f"consoleauth: error: cannot bind {config.consoleauth_listen}: {exc}", file=sys.stderr)
+        return 1
+    log.info("service.start", version=__version__, listen=bound, store=store.name,
+             ttl_s=config.console_token_ttl)
+    purger = gevent.spawn(_purge_loop, state, log)
+    shutdown = Shutdown().install()
+    shutdown.wait()
+    log.info("service.stopping", signal=shutdown.signal)
+    purger.kill()
+    server.stop(grace=min(config.graceful_timeout, 5.0))
+    state.close()
+    log.info("service.stop", counters=dict(server.counters))
+    return 0
+
+
+def _purge_loop(state: State, log: structlog.BoundLogger) -> None:
+    while True:
+        gevent.sleep(PURGE_EVERY)
+        try:
+            purged = state.store.purge(state.clock())
+        except StoreUnavailable as exc:
+            log.warning("store.purge_failed", error=str(exc))
+            continue
+        if purged:
+            log.info("store.purged", expired=purged)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

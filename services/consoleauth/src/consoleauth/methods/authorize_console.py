@@ -1,0 +1,38 @@
+"""authorize_console: store connect info under a token for console_token_ttl seconds.
+
+A caller may bring its own token (Nova's compute hosts send a UUID4): it must be 32-256
+URL-safe characters. Otherwise a 256-bit token is generated. Returns token and expiry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from console_common.bus import BadRequest, Unavailable
+from console_common.bus.messages import AuthorizeArgs
+from console_common.tokens import generate_token, is_acceptable_token, token_hash, token_id
+from consoleauth.state import State
+from consoleauth.stores import StoreUnavailable, TokenRecord
+
+log = structlog.get_logger("consoleauth")
+
+
+def handle(state: State, args: AuthorizeArgs) -> dict[str, Any]:
+    if args.token is not None and not is_acceptable_token(args.token):
+        raise BadRequest("token must be 32-256 URL-safe characters (A-Z a-z 0-9 - _ . ~)")
+    token = args.token or generate_token()
+    expires_at = state.clock() + state.ttl
+    record = TokenRecord(console_type=args.console_type, host=args.host, port=args.port,
+                         instance_uuid=args.instance_uuid, expires_at=expires_at,
+                         internal_access_path=args.internal_access_path,
+                         compute_url=args.compute_url, access_url=args.access_url)
+    try:
+        state.store.add(token_hash(token), record)
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from exc
+    state.counters["authorized"] += 1
+    log.info("token.authorized", token_id=token_id(token), instance_uuid=args.instance_uuid,
+             console_type=args.console_type, target=f"{args.host}:{args.port}", ttl_s=state.ttl)
+    return {"token": token, "expires_at": expires_at}

@@ -1,0 +1,49 @@
+"""check_token: the connect info of a live token, or InvalidToken.
+
+When the token names its compute host's control endpoint, that host is asked whether the
+instance still has this console port (Nova's validate_console_port, CVE-2013-0335), so a
+token outlives neither its instance nor its port.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from console_common.bus import BusUnavailable, InvalidToken, RemoteError, Unavailable
+from console_common.bus.messages import CheckTokenArgs, ConnectInfo
+from console_common.tokens import token_hash, token_id
+from consoleauth.state import State
+from consoleauth.stores import StoreUnavailable
+
+log = structlog.get_logger("consoleauth")
+
+
+def handle(state: State, args: CheckTokenArgs) -> ConnectInfo:
+    hashed = token_hash(args.token)
+    try:
+        record = state.store.get(hashed, state.clock())
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from exc
+    if record is None:
+        state.counters["check.invalid"] += 1
+        raise InvalidToken("invalid or expired token")
+    if record.compute_url:
+        try:
+            valid = state.compute(record.compute_url).call(
+                "validate_console_port", instance_uuid=record.instance_uuid, port=record.port,
+                console_type=record.console_type)["valid"]
+        except BusUnavailable as exc:
+            state.counters["check.compute_unavailable"] += 1
+            raise Unavailable(f"compute host unreachable: {exc}") from exc
+        except RemoteError:
+            valid = False  # the host no longer knows the instance
+        if not valid:
+            state.store.delete(hashed)
+            state.counters["check.port_invalid"] += 1
+            log.info("token.port_invalid", token_id=token_id(args.token),
+                     instance_uuid=record.instance_uuid)
+            raise InvalidToken("invalid or expired token")
+    state.counters["check.ok"] += 1
+    return ConnectInfo(console_type=record.console_type, host=record.host, port=record.port,
+                       instance_uuid=record.instance_uuid, expires_at=record.expires_at,
+                       internal_access_path=record.internal_access_path)
