@@ -41,6 +41,20 @@ class TcpStream:
         self.recv = sock.recv
         self.sendall = sock.sendall
 
+    def prepend(self, data: bytes) -> None:
+        """Yield ``data`` before anything else read from the socket (bytes that arrived
+        with a CONNECT answer or an xvp preamble)."""
+        sock_recv, pending = self.sock.recv, [data]
+
+        def recv(size: int) -> bytes:
+            # Callers may hold on to this bound function (pump does), so it must keep
+            # working after the prefix is gone.
+            if pending:
+                return pending.pop()
+            return sock_recv(size)
+
+        self.recv = recv
+
     def shutdown_write(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_WR)

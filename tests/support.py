@@ -1,0 +1,143 @@
+"""Helpers for tests that run the real services as processes on free loopback ports.
+
+    with ServiceProcess.start("consoleauth", ["--consoleauth-listen", ep, "--token-store",
+                              "memory"], log_dir=tmp_path) as ca:
+        wait_bus(ep)
+        ...
+
+Every process logs JSON to its own file under ``log_dir``; ``all_log_lines()`` lets a
+test (and the session-wide token scan in conftest) read them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+LOG_FILES: list[Path] = []  # every service log written in this test session
+SECRETS: set[str] = set()  # every token/password tests saw; must never appear in logs
+
+
+def remember_secret(value: str) -> str:
+    SECRETS.add(value)
+    return value
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_tcp(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def wait_bus(endpoint: str, timeout: float = 15.0, method: str = "ping") -> dict:
+    from console_common.bus import BusClient, BusUnavailable
+
+    deadline = time.monotonic() + timeout
+    with BusClient([endpoint], timeout=0.5, attempts=1) as client:
+        while True:
+            try:
+                return client.call(method)
+            except BusUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+
+
+class ServiceProcess:
+    """A service command run as a real process, logging JSON to a file."""
+
+    def __init__(self, popen: subprocess.Popen, log_path: Path, name: str) -> None:
+        self.popen, self.log_path, self.name = popen, log_path, name
+
+    @classmethod
+    def start(cls, command: str, args: Sequence[str], log_dir: Path, env: dict | None = None,
+              netns: str | None = None, name: str | None = None) -> "ServiceProcess":
+        name = name or command
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}-{len(LOG_FILES)}.log"
+        LOG_FILES.append(log_path)
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env.pop("CONSOLE_CONFIG_FILE", None)
+        exe = str(VENV_BIN / command)
+        argv = [exe, "--log-format", "json", *args]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        fh = open(log_path, "ab")  # noqa: SIM115 - closed by the child's exit
+        popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
+        fh.close()
+        return cls(popen, log_path, name)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def lines(self) -> list[dict]:
+        return list(parse_log(self.log_path))
+
+    def wait_for_log(self, event: str, timeout: float = 10.0, **fields: object) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines():
+                if line.get("event") == event and all(line.get(k) == v for k, v in fields.items()):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: no {event} {fields} in log:\n"
+                             + self.log_path.read_text(errors="replace")[-3000:])
+
+    def __enter__(self) -> "ServiceProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_log(path: Path) -> Iterator[dict]:
+    """Every line of a service log must be one JSON object (DESIGN: logs)."""
+    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise AssertionError(f"{path}:{number}: not a JSON log line: {raw[:300]!r}") from None
+        yield obj
+
+
+def all_log_text() -> str:
+    return "\n".join(p.read_text(errors="replace") for p in LOG_FILES if p.exists())
