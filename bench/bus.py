@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import socket
 import subprocess
@@ -26,7 +25,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(endpoint: str, token: str, clients: int, seconds: float, out: mp.Queue) -> None:
+def _worker(endpoint: str, token: str, clients: int, seconds: float) -> None:
+    """One client process: ``clients`` greenlets calling check_token; prints latencies."""
     from gevent import monkey
 
     monkey.patch_all()
@@ -36,40 +36,45 @@ def _worker(endpoint: str, token: str, clients: int, seconds: float, out: mp.Que
 
     client = BusClient([endpoint], timeout=5.0)
     lat: list[float] = []
-    stop_at = time.perf_counter() + seconds
+    start_at = time.perf_counter() + 0.3  # let every process connect first
+    stop_at = start_at + seconds
 
     def loop() -> None:
         call, now = client.call, time.perf_counter
+        call("check_token", token=token)  # connect outside the measured window
+        gevent.sleep(max(0.0, start_at - now()))
         while (t0 := now()) < stop_at:
             call("check_token", token=token)
             lat.append(now() - t0)
 
     gevent.joinall([gevent.spawn(loop) for _ in range(clients)], raise_error=True)
-    out.put(lat)
+    json.dump(lat, sys.stdout)
 
 
 def measure(endpoint: str, token: str, clients: int, seconds: float, processes: int) -> dict:
     procs = max(1, min(processes, clients))
     share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    q: mp.Queue = mp.Queue()
-    workers = [mp.Process(target=_worker, args=(endpoint, token, n, seconds, q)) for n in share]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
+    workers = [subprocess.Popen([sys.executable, __file__, "--worker", endpoint, token, str(n),
+                                 str(seconds)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+               for n in share]
     lat: list[float] = []
-    for _ in workers:
-        lat += q.get(timeout=seconds + 60)
     for w in workers:
-        w.join(timeout=10)
-    elapsed = time.perf_counter() - t0
+        out, _ = w.communicate(timeout=seconds + 60)
+        if w.returncode != 0:
+            raise RuntimeError(f"bench worker failed with exit code {w.returncode}")
+        lat += json.loads(out)
     lat.sort()
     pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3  # noqa: E731
-    return {"clients": clients, "calls": len(lat), "checks_per_s": len(lat) / seconds,
-            "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": lat[-1] * 1e3,
-            "wall_s": elapsed}
+    return {"clients": clients, "processes": procs, "calls": len(lat),
+            "checks_per_s": len(lat) / seconds, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+            "max_ms": lat[-1] * 1e3}
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _, _, endpoint, token, clients, seconds = sys.argv
+        _worker(endpoint, token, int(clients), float(seconds))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", default="1,10,100")
     ap.add_argument("--seconds", type=float, default=3.0)

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     state = State(store=store, ttl=config.console_token_ttl,
                   compute_timeout=config.consoleauth_timeout)
-    server = BusServer(config.consoleauth_listen, handlers(state))
+    # Reads from memory-backed stores never wait: answer them in the receive loop.
+    inline = frozenset() if store.name == "redis" else frozenset({"check_token", "ping"})
+    server = BusServer(config.consoleauth_listen, handlers(state), inline=inline)
     try:
         bound = server.start()
     except zmq.ZMQError as exc:

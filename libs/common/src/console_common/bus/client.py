@@ -4,6 +4,12 @@ Every call has one deadline (``timeout``) covering all its attempts. Each attemp
 REQ socket of its own, taken from a small pool of idle connected sockets (saves a connect
 per call); a socket whose reply did not come is closed (LINGER 0), never reused, because a
 REQ socket is unusable after a lost reply. Attempts fail over along the endpoint list.
+
+Waiting is done the zmq.green way but without its per-socket machinery (which costs more
+than a whole request and, reusing sockets quickly, was seen to miss a wake-up): sockets
+come from a plain context of our own, every call is non-blocking, and the greenlet sleeps
+on the socket's fd through the hub (``wait_read``) only after ZMQ_EVENTS says nothing is
+queued. The fd is edge-style, so EVENTS is always checked before sleeping.
 """
 
 from __future__ import annotations
@@ -16,12 +22,25 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import zmq.green as zmq
+import gevent
+import zmq
+from gevent.socket import wait_read
 
 from console_common.bus.errors import BusUnavailable
 from console_common.bus.protocol import decode_reply, encode_request
 
 MAX_IDLE_PER_ENDPOINT = 64
+
+
+_CONTEXT: zmq.Context | None = None
+
+
+def _context() -> zmq.Context:
+    """One plain context per process for every client (see module docstring)."""
+    global _CONTEXT
+    if _CONTEXT is None or _CONTEXT.closed:
+        _CONTEXT = zmq.Context()
+    return _CONTEXT
 
 
 def expand_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
@@ -55,6 +74,20 @@ def _is_ip(host: str) -> bool:
     return False
 
 
+def _wait_readable(sock: zmq.Socket, deadline: float) -> bool:
+    """Sleep this greenlet until ``sock`` has a message or ``deadline`` passes."""
+    fd = sock.getsockopt(zmq.FD)
+    while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            wait_read(fd, timeout=remaining)
+        except TimeoutError:
+            return False
+    return True
+
+
 class BusClient:
     def __init__(self, endpoints: Sequence[str], timeout: float, attempts: int = 3,
                  context: zmq.Context | None = None) -> None:
@@ -64,7 +97,7 @@ class BusClient:
         self._endpoints = expand_endpoints(endpoints)
         self._timeout = float(timeout)
         self._attempts = max(1, attempts)
-        self._ctx = context or zmq.Context.instance()
+        self._ctx = context or _context()
         self._idle: dict[str, list[zmq.Socket]] = {}
         self._turn = itertools.count()
         self._ids = itertools.count()
@@ -97,7 +130,7 @@ class BusClient:
             answered = False
             try:
                 sock.send(payload, zmq.NOBLOCK)
-                if sock.poll(max(1, int(share * 1000)), zmq.POLLIN):
+                if _wait_readable(sock, time.monotonic() + share):
                     data = sock.recv(zmq.NOBLOCK)
                     answered = True
                     return decode_reply(data, method, rid)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import structlog
 
 from console_common.bus import BusUnavailable, InvalidToken, RemoteError, Unavailable
+from console_common.bus.server import Deferred
 from console_common.bus.messages import CheckTokenArgs, ConnectInfo
 from console_common.tokens import token_hash, token_id
 from consoleauth.state import State
-from consoleauth.stores import StoreUnavailable
+from consoleauth.stores import StoreUnavailable, TokenRecord
 
 log = structlog.get_logger("consoleauth")
 
 
-def handle(state: State, args: CheckTokenArgs) -> ConnectInfo:
+def handle(state: State, args: CheckTokenArgs) -> ConnectInfo | Deferred:
     hashed = token_hash(args.token)
     try:
         record = state.store.get(hashed, state.clock())
@@ -27,22 +28,31 @@ def handle(state: State, args: CheckTokenArgs) -> ConnectInfo:
     if record is None:
         state.counters["check.invalid"] += 1
         raise InvalidToken("invalid or expired token")
-    if record.compute_url:
-        try:
-            valid = state.compute(record.compute_url).call(
-                "validate_console_port", instance_uuid=record.instance_uuid, port=record.port,
-                console_type=record.console_type)["valid"]
-        except BusUnavailable as exc:
-            state.counters["check.compute_unavailable"] += 1
-            raise Unavailable(f"compute host unreachable: {exc}") from exc
-        except RemoteError:
-            valid = False  # the host no longer knows the instance
-        if not valid:
-            state.store.delete(hashed)
-            state.counters["check.port_invalid"] += 1
-            log.info("token.port_invalid", token_id=token_id(args.token),
-                     instance_uuid=record.instance_uuid)
-            raise InvalidToken("invalid or expired token")
+    if record.compute_url:  # asking the compute host waits: not in the receive loop
+        return Deferred(lambda: _validated(state, args, hashed, record))
+    return _connect_info(state, record)
+
+
+def _validated(state: State, args: CheckTokenArgs, hashed: str, record: TokenRecord) -> ConnectInfo:
+    try:
+        valid = state.compute(record.compute_url).call(
+            "validate_console_port", instance_uuid=record.instance_uuid, port=record.port,
+            console_type=record.console_type)["valid"]
+    except BusUnavailable as exc:
+        state.counters["check.compute_unavailable"] += 1
+        raise Unavailable(f"compute host unreachable: {exc}") from exc
+    except RemoteError:
+        valid = False  # the host no longer knows the instance
+    if not valid:
+        state.store.delete(hashed)
+        state.counters["check.port_invalid"] += 1
+        log.info("token.port_invalid", token_id=token_id(args.token),
+                 instance_uuid=record.instance_uuid)
+        raise InvalidToken("invalid or expired token")
+    return _connect_info(state, record)
+
+
+def _connect_info(state: State, record: TokenRecord) -> ConnectInfo:
     state.counters["check.ok"] += 1
     return ConnectInfo(console_type=record.console_type, host=record.host, port=record.port,
                        instance_uuid=record.instance_uuid, expires_at=record.expires_at,

@@ -1,0 +1,189 @@
+"""One console session, for either proxy: log context, RFB observation, close reason.
+
+    session = Session(client="10.0.0.5:51234", token=token, instance_uuid=info.instance_uuid,
+                      target=f"{info.host}:{info.port}", kind="novnc")
+    with session.bound():                        # structlog contextvars for this greenlet
+        try:
+            target = connect_target(...)
+        except TargetUnreachable as exc:
+            session.connect_failed(exc.reason)   # session.end close_reason=connect_failed
+            return
+        registry.add(session)                    # so shutdown/revocation can cut it
+        session.on_cut = lambda reason: ...      # how the proxy closes its client side
+        try:
+            session.run(client_stream, target)   # session.start, relay, session.end
+        finally:
+            registry.remove(session)
+
+Logged once per session, never per frame or chunk: ``session.start`` and ``session.end``
+with ``session_id``, ``token_id`` (never the token), ``instance_uuid``, ``client``,
+``target``; the end adds ``bytes_up``, ``bytes_down``, ``duration_s``, ``close_reason`` and
+what the passive ``RFBObserver`` learnt (``rfb_version``, ``security_type``,
+``desktop_name``). The observer is fed through the relay's observe hooks only until the
+RFB handshake is done (or it gave up); afterwards a hook is one attribute test per chunk.
+
+``close_reason`` is short and stable (for logs and metrics): ``client_closed``,
+``target_closed``, ``client_error``, ``target_error``, ``connect_failed``, ``shutdown``,
+``revoked``, ``killed``, or what the client stream (or its error) names in a
+``close_reason`` attribute (novncproxy: ``protocol_error``, ``message_too_big``, ...).
+Details of an error (the stream's ``error`` attribute, or the relay's) go to
+``close_detail``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+
+from console_common.relay import RelayResult, Stream, relay
+from console_common.rfb.observer import RFBObserver
+from console_common.tokens import token_id
+
+log = structlog.get_logger("session")
+
+# A session cut from outside: the reason is also what the client is told, in the proxy's words.
+SHUTDOWN, REVOKED = "shutdown", "revoked"
+
+
+class Session:
+    def __init__(self, *, client: str, token: str, instance_uuid: str, target: str,
+                 kind: str = "console", observe_rfb: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.session_id = os.urandom(8).hex()
+        self.kind = kind
+        self.token_id = token_id(token)
+        self.instance_uuid = instance_uuid
+        self.context: dict[str, Any] = {
+            "session_id": self.session_id,
+            "token_id": self.token_id,
+            "instance_uuid": instance_uuid,
+            "client": client,
+            "target": target,
+        }
+        self.observer = RFBObserver() if observe_rfb else None
+        self.on_cut: Callable[[str], None] | None = None
+        self.cut_reason: str | None = None
+        self.result: RelayResult | None = None
+        self.close_reason: str | None = None
+        self._clock = clock
+        self._started = clock()
+
+    @contextlib.contextmanager
+    def bound(self) -> Iterator[Session]:
+        """Bind the session's fields to every log line of this greenlet (and the pumps it
+        spawns through the relay, which copy the context)."""
+        with structlog.contextvars.bound_contextvars(**self.context):
+            yield self
+
+    def connect_failed(self, reason: str) -> None:
+        self.close_reason = "connect_failed"
+        log.warning("session.end", close_reason="connect_failed", close_detail=reason,
+                    bytes_up=0, bytes_down=0, duration_s=self._duration(), kind=self.kind)
+
+    def run(self, client: Stream, target: Stream, drain: float = 2.0) -> RelayResult:
+        """Relay until both directions end; log ``session.start`` and ``session.end``."""
+        log.info("session.start", kind=self.kind)
+        observer = self.observer
+        up = down = None
+        if observer is not None:
+            def up(data: bytes) -> None:
+                if observer.active:
+                    observer.client_data(data)
+
+            def down(data: bytes) -> None:
+                if observer.active:
+                    observer.server_data(data)
+
+        result = RelayResult()
+        self.result = result
+        try:
+            relay(client, target, drain, observe_up=up, observe_down=down, result=result)
+        finally:
+            self.close_reason = self._close_reason(result, client)
+            fields: dict[str, Any] = {
+                "close_reason": self.close_reason,
+                "bytes_up": result.totals["bytes_up"],
+                "bytes_down": result.totals["bytes_down"],
+                "duration_s": self._duration(),
+                "kind": self.kind,
+            }
+            detail = getattr(client, "error", "") or (result.reason if result.error else "")
+            if detail and self.cut_reason is None:
+                fields["close_detail"] = detail
+            if observer is not None:
+                info = observer.info()
+                fields.update(rfb_version=info["rfb_version"],
+                              security_type=info["security_type"],
+                              desktop_name=info["desktop_name"])
+            log.info("session.end", **fields)
+        return result
+
+    def cut(self, reason: str) -> None:
+        """End the session from outside (shutdown, revocation); the proxy's ``on_cut``
+        tells the client why and makes the relay end."""
+        if self.cut_reason is not None:
+            return
+        self.cut_reason = reason
+        if self.on_cut is not None:
+            self.on_cut(reason)
+
+    @property
+    def bytes_up(self) -> int:
+        return self.result.totals["bytes_up"] if self.result else 0
+
+    @property
+    def bytes_down(self) -> int:
+        return self.result.totals["bytes_down"] if self.result else 0
+
+    def _duration(self) -> float:
+        return round(self._clock() - self._started, 3)
+
+    def _close_reason(self, result: RelayResult, client: Stream) -> str:
+        if self.cut_reason is not None:
+            return self.cut_reason
+        for named in (getattr(client, "close_reason", None),
+                      getattr(result.error, "close_reason", None)):
+            if isinstance(named, str):
+                return named
+        reason = result.reason
+        for short in ("client_closed", "target_closed", "client_error", "target_error"):
+            if reason.startswith(short):
+                return short
+        return reason
+
+
+class SessionRegistry:
+    """The open sessions of one proxy process, so they can be cut from outside."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+
+    def add(self, session: Session) -> None:
+        self._sessions[session.session_id] = session
+
+    def remove(self, session: Session) -> None:
+        self._sessions.pop(session.session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
+
+    def cut_all(self, reason: str = SHUTDOWN) -> int:
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.cut(reason)
+        return len(sessions)
+
+    def cut_instance(self, instance_uuid: str, reason: str = REVOKED) -> int:
+        """The hook for live revocation: cut every session of one instance."""
+        sessions = [s for s in self._sessions.values() if s.instance_uuid == instance_uuid]
+        for session in sessions:
+            session.cut(reason)
+        return len(sessions)

@@ -1,0 +1,415 @@
+"""novncproxy's HTTP side: routes, admission with I/O (bus, target), session running.
+
+Routes (GET/HEAD; other methods 405):
+  ``/``, ``/vnc_auto.html``, ``/vnc_lite.html``  our console page (static/console.html)
+  ``/static/<file>``                            our static dir (the page's JS and CSS)
+  ``/novnc/<file>``                             the noVNC client library (``web``)
+  ``/healthz``                                  200 when consoleauth answers a ping, else 503
+  ``/metrics``                                  Prometheus text
+  ``/websockify`` (or any path with a token)    plain GET: the admission verdict as JSON,
+                                                for the page to explain a refused upgrade
+  anything else                                 404; a target starting with ``//`` is 400
+
+WebSocket upgrades (any path, as Nova) are decided by ``ProxyHandler`` (handler.py) with
+``admit_upgrade``/``prepare_session`` below, before the 101; after the 101 gevent-websocket
+calls this WSGI app with ``wsgi.websocket`` set and ``run_session`` relays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import structlog
+from console_common.bus import BusClient, BusUnavailable, ConnectInfo, InvalidToken, RemoteError
+from console_common.httphead import Request
+from console_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from console_common.relay import Stream, TcpStream
+from console_common.session import REVOKED, SHUTDOWN, Session, SessionRegistry
+from console_common.target import TargetUnreachable, connect_target
+from console_common.websocket import Accept, Refusal, server_handshake
+
+from novncproxy import admission
+from novncproxy.admission import (
+    BAD_REQUEST,
+    CONSOLEAUTH_UNAVAILABLE,
+    INVALID_TOKEN,
+    ORIGIN_REFUSED,
+    OriginPolicy,
+)
+from novncproxy.metrics import ProxyMetrics
+from novncproxy.wsstream import WsStream
+
+log = structlog.get_logger("novncproxy")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = PACKAGE_DIR / "static"
+# services/novnc/src/novncproxy -> services/novnc/web/node_modules/@novnc/novnc
+PINNED_NOVNC = PACKAGE_DIR.parents[1] / "web" / "node_modules" / "@novnc" / "novnc"
+PAGE_PATHS = frozenset({"/", "/vnc_auto.html", "/vnc_lite.html"})
+WEBSOCKET_PATH = "/websockify"
+SESSION_DRAIN = 2.0  # after one side ended, how long the other may still finish
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".wasm": "application/wasm",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+}
+MAX_STATIC_FILE = 8 << 20
+STATIC_CACHE_BYTES = 32 << 20
+
+CUT_CLOSES = {SHUTDOWN: (1001, "server shutting down"), REVOKED: (1008, "console revoked")}
+
+StartResponse = Callable[..., Any]
+
+
+def find_novnc_dir(web: str) -> Path | None:
+    """``web`` if set; else the pinned install in the repository; else sys.prefix/share."""
+    candidates = [Path(web)] if web else [PINNED_NOVNC, Path(sys.prefix) / "share" / "novnc"]
+    for candidate in candidates:
+        if (candidate / "core" / "rfb.js").is_file():
+            return candidate.resolve()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request we answer with an error before any 101 (JSON body the page understands)."""
+
+    status: int
+    error: str  # invalid_token | consoleauth_unavailable | origin_refused | bad_request
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    accept: Accept | None  # None for the plain-GET probe
+    token: str
+    info: ConnectInfo
+    client: str
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An admitted upgrade with its target connected (or the reason it is not)."""
+
+    session: Session
+    target: TcpStream | None
+    error: str = ""
+
+
+class StaticFiles:
+    """Files under one root, safely joined (no traversal, no dotfiles), cached in memory."""
+
+    def __init__(self, root: Path | None, cache: dict[Path, tuple[bytes, str]]) -> None:
+        self.root = root.resolve() if root else None
+        self._cache = cache
+
+    def lookup(self, rel: str) -> Path | None:
+        if self.root is None or not rel or "\x00" in rel or "\\" in rel:
+            return None
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            return None
+        path = self.root.joinpath(*parts)
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if not resolved.is_relative_to(self.root) or not resolved.is_file():
+            return None
+        return resolved
+
+    def read(self, path: Path) -> tuple[bytes, str] | None:
+        hit = self._cache.get(path)
+        if hit is not None:
+            return hit
+        try:
+            if path.stat().st_size > MAX_STATIC_FILE:
+                return None
+            body = path.read_bytes()  # small files, read once, then served from memory
+        except OSError:
+            return None
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        if sum(len(b) for b, _ in self._cache.values()) + len(body) <= STATIC_CACHE_BYTES:
+            self._cache[path] = (body, etag)
+        return body, etag
+
+
+def _status(code: int) -> str:
+    return f"{code} {HTTPStatus(code).phrase}"
+
+
+def json_body(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+class ConsoleApp:
+    """The WSGI application plus the admission decisions the handler asks for."""
+
+    def __init__(self, *, bus: BusClient, metrics: ProxyMetrics, policy: OriginPolicy,
+                 novnc_dir: Path | None, static_dir: Path = STATIC_DIR,
+                 max_message: int = 1 << 20, connect_timeout: float = 5.0) -> None:
+        self.bus = bus
+        self.metrics = metrics
+        self.policy = policy
+        self.sessions = SessionRegistry()
+        self.max_message = max_message
+        self.connect_timeout = connect_timeout
+        cache: dict[Path, tuple[bytes, str]] = {}
+        self.static = StaticFiles(static_dir, cache)
+        self.novnc = StaticFiles(novnc_dir, cache)
+        self.novnc_dir = novnc_dir
+
+    # --- admission (before any 101) --------------------------------------------------------
+
+    def admit(self, head: Request, peer: str, tls: bool,
+              upgrade: bool) -> Admitted | Refused:
+        """The checks of an upgrade (``upgrade=True``) or of the plain-GET probe, in order:
+        target shape, WebSocket handshake, Origin, token."""
+        if admission.refused_target(head.target):
+            return self._refuse(400, BAD_REQUEST, "request path must not start with //")
+        accept = None
+        if upgrade:
+            verdict = server_handshake(head.method, head.target, head.headers)
+            if isinstance(verdict, Refusal):
+                return self._refuse(verdict.status, BAD_REQUEST, verdict.reason,
+                                    verdict.headers, metric="bad_handshake")
+            accept = verdict
+        scheme = admission.effective_scheme(tls, peer, head.header("x-forwarded-proto"),
+                                            self.policy)
+        origin = admission.check_origin(head.header("origin"), head.header("host"), scheme,
+                                        self.policy)
+        if not origin.allowed:
+            return self._refuse(403, ORIGIN_REFUSED, origin.reason)
+        token = admission.token_from_request(head.target, head.header("cookie"))
+        if token is None:
+            return self._refuse(403, INVALID_TOKEN, "no console token in the request")
+        if not admission.token_is_plausible(token):
+            self.metrics.token_checks.inc(result="invalid")
+            return self._refuse(403, INVALID_TOKEN, "invalid or expired console token")
+        checked = self.check_token(token)
+        if isinstance(checked, Refused):
+            return checked
+        client = admission.client_address(peer, head.header("x-forwarded-for"), self.policy)
+        return Admitted(accept, token, checked, client)
+
+    def check_token(self, token: str) -> ConnectInfo | Refused:
+        started = time.monotonic()
+        try:
+            info = self.bus.call("check_token", token=token)
+        except InvalidToken:
+            result: ConnectInfo | Refused = self._refuse(
+                403, INVALID_TOKEN, "invalid or expired console token")
+            outcome = "invalid"
+        except BusUnavailable:
+            result = self._refuse(503, CONSOLEAUTH_UNAVAILABLE, "consoleauth did not answer")
+            outcome = "unavailable"
+        except RemoteError as exc:
+            # consoleauth is up but cannot decide (store or compute host unreachable).
+            result = self._refuse(503, CONSOLEAUTH_UNAVAILABLE, f"consoleauth: {exc.type}")
+            outcome = "unavailable"
+        else:
+            if not isinstance(info, ConnectInfo) or info.console_type != "novnc":
+                result = self._refuse(403, INVALID_TOKEN, "not a noVNC console token")
+                outcome = "invalid"
+            else:
+                result, outcome = info, "ok"
+        self.metrics.token_check_seconds.observe(time.monotonic() - started)
+        self.metrics.token_checks.inc(result=outcome)
+        return result
+
+    def _refuse(self, status: int, error: str, message: str,
+                headers: Iterable[tuple[str, str]] = (), metric: str | None = None) -> Refused:
+        self.metrics.handshake_errors.inc(reason=metric or error)
+        return Refused(status, error, message, tuple(headers))
+
+    def refusal_response(self, refused: Refused, origin: str | None = None
+                         ) -> tuple[str, list[tuple[str, str]], bytes]:
+        body = json_body({"ok": False, "error": refused.error, "message": refused.message})
+        headers = [*refused.headers, ("Content-Type", "application/json"),
+                   ("Cache-Control", "no-store"), *_cors(origin)]
+        return _status(refused.status), headers, body
+
+    def prepare_session(self, admitted: Admitted) -> Prepared:
+        """Connect to the console target (before the 101; a failure is told after it)."""
+        info = admitted.info
+        session = Session(client=admitted.client, token=admitted.token,
+                          instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
+                          kind="novnc")
+        with session.bound():
+            try:
+                target = connect_target(info.host, info.port, self.connect_timeout,
+                                        info.internal_access_path)
+            except TargetUnreachable as exc:
+                return Prepared(session, None, exc.reason)
+        return Prepared(session, target)
+
+    # --- after the 101 ---------------------------------------------------------------------
+
+    def run_session(self, ws: WsStream, prepared: Prepared) -> None:
+        session, m = prepared.session, self.metrics
+        m.sessions_total.inc()
+        with session.bound():
+            if prepared.target is None:
+                session.connect_failed(prepared.error)
+                m.sessions_ended.inc(close_reason="connect_failed")
+                ws.close(1011, "console unreachable")
+                return
+
+            def on_cut(reason: str) -> None:
+                ws.cut(*CUT_CLOSES.get(reason, (1008, reason)))
+
+            session.on_cut = on_cut
+            self.sessions.add(session)
+            m.sessions_open.inc()
+            try:
+                session.run(ws, _GuardedTarget(prepared.target, ws), drain=SESSION_DRAIN)
+            finally:
+                self.sessions.remove(session)
+                m.sessions_open.dec()
+                m.sessions_ended.inc(close_reason=session.close_reason or "unknown")
+                m.bytes_up.inc(session.bytes_up)
+                m.bytes_down.inc(session.bytes_down)
+
+    # --- WSGI --------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        ws = environ.get("wsgi.websocket")
+        if ws is not None:
+            self.run_session(ws, environ["novncproxy.prepared"])
+            return []
+        status, headers, body = self.route(environ)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            headers = [*headers, ("Content-Length", str(len(body)))]
+            body = b""
+        start_response(status, headers)
+        return [body]
+
+    def route(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        head: Request = environ["novncproxy.head"]
+        method = head.method
+        path = environ.get("PATH_INFO", "/")
+        if admission.refused_target(head.target):
+            return self.refusal_response(
+                self._refuse(400, BAD_REQUEST, "request path must not start with //"))
+        if method not in ("GET", "HEAD"):
+            return (_status(405), [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")],
+                    b"method not allowed\n")
+        if path in PAGE_PATHS:
+            return self._file(self.static, "console.html", head, page=True)
+        if path.startswith("/static/"):
+            return self._file(self.static, path[len("/static/"):], head)
+        if path.startswith("/novnc/"):
+            return self._file(self.novnc, path[len("/novnc/"):], head)
+        if path == "/healthz":
+            return self._healthz()
+        if path == "/metrics":
+            return _status(200), [("Content-Type", METRICS_CONTENT_TYPE),
+                                  ("Cache-Control", "no-store")], self.metrics.render().encode()
+        if path == WEBSOCKET_PATH or admission.token_from_request(head.target) is not None:
+            return self._probe(environ, head)
+        return _status(404), [("Content-Type", "text/plain")], b"not found\n"
+
+    def _probe(self, environ: dict[str, Any], head: Request
+               ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """A plain GET on the WebSocket path: the same checks as an upgrade, as JSON."""
+        origin = head.header("origin")
+        verdict = self.admit(head, environ["novncproxy.peer"], environ["novncproxy.tls"],
+                             upgrade=False)
+        if isinstance(verdict, Refused):
+            return self.refusal_response(verdict, origin)
+        return (_status(200), [("Content-Type", "application/json"),
+                               ("Cache-Control", "no-store"), *_cors(origin)],
+                json_body({"ok": True}))
+
+    def _healthz(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        try:
+            pong = self.bus.call("ping")
+        except BusUnavailable as exc:
+            body = {"ok": False, "error": CONSOLEAUTH_UNAVAILABLE, "message": str(exc)}
+            return _status(503), headers, json_body(body)
+        except RemoteError as exc:
+            body = {"ok": False, "error": CONSOLEAUTH_UNAVAILABLE, "message": exc.type}
+            return _status(503), headers, json_body(body)
+        body = {"ok": True, "consoleauth": {k: pong.get(k) for k in ("service", "version", "store")}
+                if isinstance(pong, dict) else {},
+                "sessions": len(self.sessions)}
+        return _status(200), headers, json_body(body)
+
+    def _file(self, files: StaticFiles, rel: str, head: Request, page: bool = False
+              ) -> tuple[str, list[tuple[str, str]], bytes]:
+        path = files.lookup(rel)
+        found = files.read(path) if path is not None else None
+        if found is None:
+            return _status(404), [("Content-Type", "text/plain")], b"not found\n"
+        body, etag = found
+        headers = [
+            ("Content-Type", CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")),
+            ("Cache-Control", "no-cache" if page else "public, max-age=300"),
+            ("ETag", etag),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        if page:
+            headers.append(("Referrer-Policy", "no-referrer"))  # the URL holds the token
+        if head.header("if-none-match") == etag:
+            return _status(304), headers, b""
+        return _status(200), headers, body
+
+
+def _cors(origin: str | None) -> list[tuple[str, str]]:
+    """Let a page on another origin read the JSON verdict (it says nothing about a token
+    to an origin we refuse, because Origin is checked before the token)."""
+    if not origin:
+        return []
+    return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+
+
+class _GuardedTarget:
+    """The target stream; when it fails, the client is told 1011 rather than 1000."""
+
+    __slots__ = ("_recv", "_send", "_stream", "_ws")
+
+    def __init__(self, stream: Stream, ws: WsStream) -> None:
+        self._stream, self._ws = stream, ws
+        self._recv, self._send = stream.recv, stream.sendall
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return self._recv(size)
+        except OSError:
+            self._ws.cut_target_lost()
+            raise
+
+    def sendall(self, data: bytes) -> None:
+        try:
+            self._send(data)
+        except OSError:
+            self._ws.cut_target_lost()
+            raise
+
+    def shutdown_write(self) -> None:
+        self._stream.shutdown_write()
+
+    def close(self) -> None:
+        self._stream.close()

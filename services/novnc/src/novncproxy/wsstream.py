@@ -1,0 +1,206 @@
+"""A server-side WebSocket connection as a relay ``Stream`` (recv/sendall/shutdown_write/close).
+
+Framing is our sans-I/O core (``console_common.websocket``): ``FrameReader`` streams data
+payload as it arrives (a read costs its own size, never a message's), caps messages from
+the headers alone and refuses unmasked frames; this module only does the I/O around it.
+
+- ``recv(n)``: the next data bytes of a binary or text message (text is relayed as its
+  UTF-8 bytes); answers pings with pongs, echoes a close frame's code and then returns
+  ``b""`` (EOF); a protocol violation is answered with its close code (1002, 1007, 1009)
+  and then ends reading like an EOF, with ``close_reason`` naming it for the session log.
+- ``sendall(data)``: one unmasked binary frame per chunk. Small frames go out as one
+  buffer; large ones as header + payload in one ``sendmsg`` (no copy of the payload) on
+  plain TCP, one joined buffer over TLS (which copies into records anyway).
+- ``shutdown_write()``: close 1000 (the target ended). ``close(code, reason)``: the
+  close frame if none went out yet, then the socket. ``cut(code, reason)``: from another
+  greenlet (shutdown 1001, revocation 1008): send the close frame, then end our reads so
+  the relay finishes.
+
+Writes from the two relay directions (data frames one way, pongs/close echoes the other)
+are serialised by a lock, so frames never interleave. Nothing is logged here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Callable
+
+import gevent
+import gevent.lock
+from console_common.websocket import (
+    NEED_DATA,
+    Close,
+    CloseCode,
+    ConnectionClosed,
+    Data,
+    FrameReader,
+    ParseFailed,
+    Ping,
+    encode_close,
+    encode_pong,
+)
+
+READ_SIZE = 256 * 1024
+SMALL_FRAME = 16 * 1024  # below this, one joined buffer beats a scatter-gather send
+CLOSE_SEND_TIMEOUT = 1.0  # a client that reads nothing cannot hold a close for long
+
+_REASONS = {
+    CloseCode.PROTOCOL_ERROR: "protocol_error",
+    CloseCode.INVALID_DATA: "invalid_data",
+    CloseCode.MESSAGE_TOO_BIG: "message_too_big",
+    CloseCode.ABNORMAL: "client_aborted",
+}
+
+
+def _binary_header(n: int) -> bytes:
+    if n < 126:
+        return bytes((0x82, n))
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x82, 126, n)
+    return struct.pack("!BBQ", 0x82, 127, n)
+
+
+class WsStream:
+    """One accepted WebSocket (after the 101) over a connected (maybe TLS) socket.
+
+    ``read`` is a ``read1``-style callable of the connection (the HTTP server's buffered
+    reader, which may already hold frames the client sent right after its request).
+    """
+
+    def __init__(self, sock: socket.socket, read: Callable[[int], bytes],
+                 max_message: int = 1 << 20, tls: bool = False) -> None:
+        self._sock = sock
+        self._read = read
+        self._reader = FrameReader("server", max_message=max_message,
+                                   max_buffer=READ_SIZE + 4096)
+        self._lock = gevent.lock.Semaphore()
+        self._sendall = sock.sendall
+        self._sendmsg = None if tls else getattr(sock, "sendmsg", None)
+        self.close_sent: int | None = None  # the code we sent (0: a close without code)
+        self.close_received: int | None = None  # the peer's code (1005: none)
+        self.closed = False
+        self.close_reason: str | None = None  # set when the client broke the protocol
+        self.error = ""
+
+    # --- reading -------------------------------------------------------------------------
+
+    def recv(self, size: int = READ_SIZE) -> bytes:
+        reader = self._reader
+        room = READ_SIZE + 4096
+        while True:
+            try:
+                event = reader.next_event()
+            except ParseFailed as exc:
+                # Ends this direction like an EOF (the relay passes it on); the session
+                # reads close_reason. Raising would only print a greenlet error.
+                if exc.code != CloseCode.ABNORMAL:
+                    self._send_close(exc.code, exc.message[:100])
+                self.close_reason = _REASONS.get(exc.code, "protocol_error")
+                self.error = f"{exc.code}: {exc.message}"
+                return b""
+            if event is NEED_DATA:
+                reader.receive_data(self._read(min(size, room - reader.buffered)))
+                continue
+            kind = type(event)
+            if kind is Data:
+                if event.payload:
+                    return event.payload
+            elif kind is Ping:
+                self._send_control(encode_pong(event.payload))
+            elif kind is Close:
+                self.close_received = event.code
+                if self.close_sent is None:  # echo the peer's code (none for 1005)
+                    code = None if event.code == CloseCode.NO_STATUS else event.code
+                    self._send_close(code)
+                return b""
+            elif kind is ConnectionClosed:
+                return b""
+            # Pong, or an empty non-final data frame: nothing to relay, read on
+
+    # --- writing -------------------------------------------------------------------------
+
+    def sendall(self, data: bytes) -> None:
+        if self.close_sent is not None:
+            return  # closing: RFC 6455 allows no data after our close frame
+        n = len(data)
+        header = _binary_header(n)
+        with self._lock:
+            if n < SMALL_FRAME or self._sendmsg is None:
+                self._sendall(header + data)
+                return
+            sent = self._sendmsg((header, data))
+            if sent < len(header):
+                self._sendall(header[sent:])
+                self._sendall(data)
+            elif sent - len(header) < n:
+                self._sendall(memoryview(data)[sent - len(header):])
+
+    def _send_control(self, frame: bytes) -> None:
+        if self.close_sent is not None:
+            return
+        with self._lock:
+            self._sendall(frame)
+
+    def _send_close(self, code: int | None, reason: str = "") -> bool:
+        """Send our close frame once; False when it could not go out (peer gone/stuck)."""
+        if self.close_sent is not None:
+            return True
+        self.close_sent = code or 0
+        frame = encode_close(code, reason if code is not None else "")
+        timer = gevent.Timeout(CLOSE_SEND_TIMEOUT)
+        timer.start()
+        try:
+            with self._lock:
+                self._sendall(frame)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            return False
+        except (OSError, ValueError):
+            return False
+        finally:
+            timer.close()
+        return True
+
+    # --- ending --------------------------------------------------------------------------
+
+    def shutdown_write(self) -> None:
+        """The target ended: a normal close (1000). The client answers with its close."""
+        self._send_close(CloseCode.NORMAL)
+
+    def cut_target_lost(self) -> None:
+        """The console connection failed mid-session: tell the client 1011."""
+        self._send_close(CloseCode.INTERNAL_ERROR, "console connection lost")
+
+    def cut(self, code: int, reason: str) -> None:
+        """End the session from another greenlet: close frame, then EOF for our reader."""
+        self._send_close(code, reason)
+        shutdown_reads(self._sock)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._send_close(code, reason)
+        # The socket itself belongs to the HTTP handler, which closes it once the session
+        # returns (closing it here too would let its stale object close a reused fd).
+
+
+def shutdown_reads(sock: socket.socket) -> None:
+    """Make a reader blocked on ``sock`` see EOF. Done on a duplicate of the descriptor,
+    not through an SSL wrapper (whose shutdown() drops the TLS state first)."""
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return
+        dup = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        dup.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass  # not connected any more: the reader sees that already
+    finally:
+        dup.close()

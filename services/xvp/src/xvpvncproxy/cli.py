@@ -1,0 +1,79 @@
+"""`xvpvncproxy`: the xvp console proxy (nova-xvpvncproxy) as a gevent service."""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import logging
+import sys
+
+import gevent.pool
+import structlog
+from console_common import __version__
+from console_common.bus import BusClient
+from console_common.config import BUS_CLIENT, COMMON, parse
+from console_common.logging import configure
+from console_common.metrics import Registry
+from console_common.service import EXIT_OK, Shutdown, drain, raise_fd_limit
+from console_common.session import SHUTDOWN, SessionRegistry
+from gevent.pywsgi import WSGIServer
+from gevent.server import StreamServer
+
+from xvpvncproxy.server import XvpMetrics, XvpProxy, metrics_app
+
+OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
+           "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
+           "request_head_max", "target_connect_timeout", "graceful_timeout")
+BACKLOG = 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, _ = parse("xvpvncproxy", "xvp console proxy (nova-xvpvncproxy): an HTTP-style "
+                      "preamble with the console token, then raw RFB to the VNC server.",
+                      OPTIONS, argv)
+    configure("xvpvncproxy", config.log_format, config.log_level)
+    log = structlog.get_logger("xvpvncproxy")
+    for note in config.notes:
+        log.warning("config.unknown_option", detail=note)
+    raise_fd_limit()
+    bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
+    metrics = XvpMetrics(Registry())
+    pool = gevent.pool.Pool(config.max_sessions)
+    sessions = SessionRegistry()
+    proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,
+                     head_timeout=config.request_head_timeout,
+                     connect_timeout=config.target_connect_timeout)
+    listen = (config.xvpvncproxy_host, config.xvpvncproxy_port)
+    servers = [StreamServer(listen, proxy.handle, spawn=pool, backlog=BACKLOG)]
+    if config.xvpvncproxy_metrics_port:
+        # /metrics and /healthz answer even when every session slot is taken.
+        servers.append(WSGIServer((config.xvpvncproxy_host, config.xvpvncproxy_metrics_port),
+                                  metrics_app(metrics, lambda: len(sessions)),
+                                  spawn=gevent.pool.Pool(16), log=None,
+                                  error_log=logging.getLogger("xvpvncproxy.metrics")))
+    try:
+        for server in servers:
+            server.start()
+    except OSError as exc:
+        for server in servers:
+            server.stop()
+        log.error("service.bind_failed", error=str(exc))
+        print(f"xvpvncproxy: error: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    log.info("service.start", version=__version__,
+             listen=f"{listen[0]}:{servers[0].server_port}",
+             metrics_port=config.xvpvncproxy_metrics_port or None,
+             base_url=config.xvpvncproxy_base_url, max_sessions=config.max_sessions)
+    shutdown = Shutdown().install()
+    shutdown.wait()
+    log.info("service.stopping", signal=shutdown.signal, sessions=len(sessions))
+    drain(servers, pool, config.graceful_timeout, on_cut=lambda: sessions.cut_all(SHUTDOWN))
+    bus.close()
+    log.info("service.stop")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""The xvp proxy: bounded preamble, token check, target connect, raw RFB relay.
+
+One greenlet per client (spawned from a bounded Pool by the StreamServer)::
+
+    CONNECT /console?token=T HTTP/1.0\\r\\n\\r\\n   ->  HTTP/1.1 200 OK\\r\\n\\r\\n, then RFB
+
+Every refusal is one status line and a close, decided before any RFB byte is relayed:
+400 (no token, bad preamble), 401 (invalid or expired token), 503 (consoleauth
+unreachable), 502 (VNC server unreachable). Nothing is logged per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent
+import structlog
+from console_common.bus import BusClient, BusUnavailable, InvalidToken, RemoteError
+from console_common.bus.messages import ConnectInfo
+from console_common.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
+from console_common.metrics import CONTENT_TYPE, Registry
+from console_common.relay import TcpStream
+from console_common.session import Session, SessionRegistry
+from console_common.target import TargetUnreachable, connect_target
+
+CONSOLE_TYPE = "xvpvnc"
+READ = 4096  # preamble reads: a head is small, RFB bytes after it are kept
+
+log = structlog.get_logger("xvpvncproxy")
+
+# The answers, spelled as Nova's xvp proxy spells them.
+OK = b"HTTP/1.1 200 OK\r\n\r\n"
+ANSWERS = {
+    400: b"HTTP/1.1 400 Invalid Request\r\n\r\n",
+    401: b"HTTP/1.1 401 Not Authorized\r\n\r\n",
+    408: b"HTTP/1.1 408 Request Timeout\r\n\r\n",
+    431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n",
+    502: b"HTTP/1.1 502 Bad Gateway\r\n\r\n",
+    503: b"HTTP/1.1 503 Service Unavailable\r\n\r\n",
+}
+
+
+class Refused(Exception):
+    """The client gets ``status`` (if it can still be told) and the connection closes."""
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def read_preamble(sock: socket.socket, max_size: int, timeout: float) -> tuple[Request, bytes]:
+    """The client's request head and the bytes it already sent after it (RFB)."""
+    reader = HeadReader(max_size=max_size)
+    try:
+        with gevent.Timeout(timeout, TimeoutError):
+            while (event := reader.next_event()) is NEED_DATA:
+                reader.receive_data(sock.recv(READ))
+    except TimeoutError as exc:
+        raise Refused(408, f"no complete preamble within {timeout:g}s") from exc
+    except HeadError as exc:
+        # A client that already left (EOF) cannot be answered.
+        raise Refused(None if reader.eof else exc.status, exc.reason) from exc
+    except OSError as exc:
+        raise Refused(None, f"client error while reading the preamble: {exc}") from exc
+    return event, reader.trailing_data
+
+
+def admit(bus: BusClient, request: Request) -> tuple[str, ConnectInfo]:
+    """The token from the request target and its connect info, or ``Refused``."""
+    token = query_param(request.target, "token")
+    if not token:
+        raise Refused(400, "no token in the request")
+    try:
+        info = bus.call("check_token", token=token)
+    except InvalidToken as exc:
+        raise Refused(401, "invalid or expired token") from exc
+    except BusUnavailable as exc:
+        raise Refused(503, f"consoleauth unreachable: {exc}") from exc
+    except RemoteError as exc:  # Unavailable (store, compute host) and the like
+        raise Refused(503, f"consoleauth could not check the token: {exc.type}") from exc
+    if info.console_type != CONSOLE_TYPE:  # a noVNC link is not an xvp link
+        raise Refused(401, f"not an {CONSOLE_TYPE} console token ({info.console_type})")
+    return token, info
+
+
+def answer(sock: socket.socket, status: int) -> None:
+    """Best effort: a client that already left is not an error of ours."""
+    try:
+        with gevent.Timeout(2, TimeoutError):
+            sock.sendall(ANSWERS[status])
+    except (OSError, TimeoutError):
+        pass
+
+
+def client_address(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class XvpMetrics:
+    """What xvpvncproxy counts (served on ``xvpvncproxy_metrics_port``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.connections = registry.counter(
+            "xvpvncproxy_connections_total", "Client connections accepted.")
+        self.refused = registry.counter(
+            "xvpvncproxy_refused_total", "Connections refused before relaying, by answer "
+            "(closed: the client could not be answered).", ("status",))
+        self.token_check = registry.histogram(
+            "xvpvncproxy_token_check_seconds", "Latency of check_token on the bus.")
+        self.sessions_open = registry.gauge(
+            "xvpvncproxy_sessions_open", "Console sessions being relayed now.")
+        self.sessions = registry.counter(
+            "xvpvncproxy_sessions_total", "Console sessions ended, by close reason.",
+            ("close_reason",))
+        self.bytes = registry.counter(
+            "xvpvncproxy_bytes_total", "Bytes relayed (up: client to VNC server).",
+            ("direction",))
+
+
+class XvpProxy:
+    """The StreamServer handler: ``StreamServer(listener, XvpProxy(...).handle, spawn=pool)``."""
+
+    def __init__(self, bus: BusClient, metrics: XvpMetrics, sessions: SessionRegistry, *,
+                 head_max: int, head_timeout: float, connect_timeout: float) -> None:
+        self._bus, self._metrics, self.sessions = bus, metrics, sessions
+        self._head_max, self._head_timeout = head_max, head_timeout
+        self._connect_timeout = connect_timeout
+
+    def handle(self, sock: socket.socket, address: tuple) -> None:
+        client = client_address(address)
+        stream = TcpStream(sock)  # TCP_NODELAY from the first byte
+        self._metrics.connections.inc()
+        try:
+            request, early = read_preamble(sock, self._head_max, self._head_timeout)
+            started = time.monotonic()
+            try:
+                token, info = admit(self._bus, request)
+            finally:
+                self._metrics.token_check.observe(time.monotonic() - started)
+        except Refused as exc:
+            self._metrics.refused.inc(status=str(exc.status or "closed"))
+            log.info("xvp.refused", client=client, status=exc.status, reason=exc.reason)
+            if exc.status is not None:
+                answer(sock, exc.status)
+            stream.close()
+            return
+        session = Session(client=client, token=token, instance_uuid=info.instance_uuid,
+                          target=f"{info.host}:{info.port}", kind=CONSOLE_TYPE)
+        with session.bound():
+            self._run(session, stream, info, early)
+
+    def _run(self, session: Session, stream: TcpStream, info: ConnectInfo, early: bytes) -> None:
+        try:
+            target = connect_target(info.host, info.port, self._connect_timeout,
+                                    info.internal_access_path)
+        except TargetUnreachable as exc:
+            answer(stream.sock, 502)
+            stream.close()
+            session.connect_failed(exc.reason)
+            self._metrics.sessions.inc(close_reason="connect_failed")
+            return
+        try:
+            stream.sock.sendall(OK)
+        except OSError as exc:
+            stream.close()
+            target.close()
+            log.info("xvp.client_gone", reason=exc.strerror or str(exc))
+            return
+        if early:
+            stream.prepend(early)  # RFB bytes the client sent with its preamble go first
+        session.on_cut = lambda _reason: _shutdown(stream.sock)
+        self.sessions.add(session)
+        self._metrics.sessions_open.inc()
+        try:
+            session.run(stream, target)
+        finally:
+            self.sessions.remove(session)
+            self._metrics.sessions_open.dec()
+            self._metrics.sessions.inc(close_reason=session.close_reason or "unknown")
+            self._metrics.bytes.inc(session.bytes_up, direction="up")
+            self._metrics.bytes.inc(session.bytes_down, direction="down")
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Make both relay directions end (a cut session: shutdown, revocation)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def metrics_app(metrics: XvpMetrics, pool_size: Callable[[], int]) -> WsgiApp:
+    """A WSGI app: ``/metrics`` (Prometheus text) and ``/healthz``."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            body = metrics.registry.render().encode()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
+        elif path == "/healthz":
+            body = json.dumps({"ok": True, "service": "xvpvncproxy",
+                               "sessions": pool_size()}).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+        else:
+            body = b"not found\n"
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [body]
+
+    return app
