@@ -1,0 +1,49 @@
+# Console proxy suite. The two commands: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV := scripts/uv.sh
+PYTEST_ARGS ?=
+
+.PHONY: help setup system novnc run test test-unit lint bench bench-quick netns-up netns-down clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## Create .venv with every package and command (uv workspace), install pinned noVNC
+	$(UV) sync --all-packages --locked
+	bash scripts/install-novnc.sh
+
+system: ## Install the Debian packages the tests use (Xvnc, QEMU, Chromium, Redis, ...)
+	bash scripts/install-system.sh
+
+run: setup ## Start a local cluster on embedded defaults and print console URLs (Ctrl-C stops)
+	bash scripts/run-local.sh
+
+test: system setup ## Install everything the tests need and run the whole suite
+	$(UV) run lint-imports
+	set +e; $(UV) run pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	$(UV) run python bench/run.py --quick --smoke
+
+test-unit: setup ## Only the unit tests (no processes, no browser)
+	$(UV) run pytest tests/unit -q
+
+lint: setup ## ruff and the import contracts
+	$(UV) run ruff check libs services tests bench
+	$(UV) run lint-imports
+
+bench: system setup ## Full benchmark vs websockify and socat (about 15 minutes)
+	$(UV) run python bench/run.py
+
+bench-quick: system setup ## Short benchmark run (about 3 minutes)
+	$(UV) run python bench/run.py --quick
+
+netns-up: system setup ## Bring up the seed's multi-host layout in network namespaces
+	bash scripts/netns-up.sh
+
+netns-down: ## Tear the multi-host layout down
+	bash scripts/netns-down.sh
+
+clean: ## Remove the virtualenv, caches, builds and local state
+	rm -rf .venv .pytest_cache .state dist build services/novnc/web/node_modules
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
