@@ -134,9 +134,18 @@ def is_valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999
 
 
+try:  # websockets' C helper XORs 8 bytes at a time (~30 GB/s here, vs ~0.4 for big ints)
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - the pure fallback below is correct, only slower
+    _apply_mask = None
+
+
 def unmask(data: Buffer, mask: bytes, offset: int = 0) -> bytes:
     """XOR ``data`` with the 4-byte ``mask``, ``data`` starting ``offset`` bytes into
     the payload (masking is symmetric: this also masks)."""
+    if _apply_mask is not None:
+        o = offset & 3
+        return _apply_mask(data, mask[o:] + mask[:o] if o else mask)
     n = len(memoryview(data))
     o = offset & 3
     key = int.from_bytes((mask * ((n + o + 3) >> 2))[o : o + n], "little")
