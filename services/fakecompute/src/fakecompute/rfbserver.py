@@ -129,7 +129,8 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     """(reason, log level) of how a session ended."""
     if isinstance(exc, _Closed):
         reason = str(exc)
-        return reason, "info" if reason == "client closed" else "warning"
+        quiet = reason in ("client closed", "client closed during the handshake")  # port probes
+        return reason, "info" if quiet else "warning"
     if isinstance(exc, RFBProtocolError):
         return f"protocol error: {exc}", "warning"
     if isinstance(exc, OSError):
