@@ -655,8 +655,12 @@ def test_metrics_count_what_happened(stack: Stack) -> None:
 
 def test_consoleauth_down_gives_503_in_time(tmp_path: Path, echo_server: TcpServer) -> None:
     bus, ca = start_consoleauth(tmp_path)
-    port, proxy = start_proxy(tmp_path, bus)
-    with proxy:
+    try:
+        port, proxy = start_proxy(tmp_path, bus)
+    except BaseException:
+        ca.stop()
+        raise
+    with ca, proxy:
         stack = Stack(bus, ca, proxy, port)
         token = stack.authorize(port=echo_server.port)
         assert http_get(port, "/healthz").status == 200
@@ -681,20 +685,20 @@ def test_sigterm_drains_open_sessions(tmp_path: Path, echo_server: TcpServer) ->
     bus, ca = start_consoleauth(tmp_path)
     with ca:
         port, proxy = start_proxy(tmp_path, bus, "--graceful-timeout", "3")
-        stack = Stack(bus, ca, proxy, port)
-        token = stack.authorize(port=echo_server.port)
-        ws = WsClient(port, f"/websockify?token={token}")
-        assert ws.reply.status == 101
-        proxy.popen.send_signal(15)
-        proxy.wait_for_log("service.stopping")
-        ws.send(frame(0x2, b"during drain"))
-        assert ws.recv_bytes(12) == b"during drain"  # the session keeps working
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        assert ws.recv_close() == 1001  # the grace expired: going away
-        assert proxy.popen.wait(WAIT) == 0
-        proxy.wait_for_log("session.end", close_reason="shutdown")
-        ws.close()
+        with proxy:
+            stack = Stack(bus, ca, proxy, port)
+            token = stack.authorize(port=echo_server.port)
+            ws = WsClient(port, f"/websockify?token={token}")
+            assert ws.reply.status == 101
+            proxy.popen.send_signal(15)
+            proxy.wait_for_log("service.stopping")
+            ws.send(frame(0x2, b"during drain"))
+            assert ws.recv_bytes(12) == b"during drain"  # the session keeps working
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            assert ws.recv_close() == 1001  # the grace expired: going away
+            assert proxy.popen.wait(WAIT) == 0
+            proxy.wait_for_log("session.end", close_reason="shutdown")
 
 
 @pytest.fixture(scope="module")

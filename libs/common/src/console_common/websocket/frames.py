@@ -371,14 +371,7 @@ class FrameReader:
             del buf[:n]
         mask = self._mask
         if mask is not None and n:
-            o = self._offset & 3
-            if self._key_for != (o, n):  # chunks of one size reuse the key of the last one
-                rep = self._mask_rep
-                if len(rep) < n + o:  # the key repeated, kept for the frame's later chunks
-                    rep = self._mask_rep = mask * ((n + o + 3) >> 2)
-                self._key_for = (o, n)
-                self._key = int.from_bytes(rep[o : o + n], "little")
-            chunk = (int.from_bytes(chunk, "little") ^ self._key).to_bytes(n, "little")
+            chunk = unmask(chunk, mask, self._offset)
         self._offset += n
         return chunk
 

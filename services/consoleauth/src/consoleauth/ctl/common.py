@@ -32,9 +32,9 @@ class CtlError(Exception):
 
 
 def call(service: str, endpoints: Sequence[str], timeout: float, method: str,
-         **args: Any) -> Any:
+         attempts: int = 3, **args: Any) -> Any:
     """One bus call; every failure becomes a CtlError naming the service and endpoint."""
-    with BusClient(endpoints, timeout) as client:
+    with BusClient(endpoints, timeout, attempts=attempts) as client:
         try:
             return client.call(method, **args)
         except BusUnavailable as exc:

@@ -1,6 +1,9 @@
 """get-vnc-console SERVER novnc|xvpvnc: ask the compute host(s) for a console URL (nova's).
 
-Each endpoint in --compute-url is asked in turn until one knows the server.
+Each endpoint in --compute-url is asked in turn until one knows the server. A compute host
+itself asks consoleauth (with its own timeout) before answering, so each host gets twice
+--consoleauth-timeout plus a second: its "consoleauth unreachable" answer arrives in time.
+One attempt per host: a retry would authorize a second token.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
     result: dict[str, Any] | None = None
     for endpoint in config.compute_url:
         try:
-            result = call("compute host", [endpoint], config.consoleauth_timeout,
-                          "get_vnc_console", instance_id=args.server,
+            result = call("compute host", [endpoint], 2 * config.consoleauth_timeout + 1,
+                          "get_vnc_console", attempts=1, instance_id=args.server,
                           console_type=args.console_type)
             break
         except CtlError as exc:
