@@ -14,6 +14,7 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 
 from console_common.tokens import token_id
 
@@ -68,9 +69,12 @@ def configure(service: str, fmt: str = "auto", level: str = "info",
     shared = _shared_processors(service)
     if as_json:
         renderer: Any = structlog.processors.JSONRenderer()
-        exc = [structlog.processors.dict_tracebacks]
+        # No local variables in tracebacks: they can hold tokens or keystrokes.
+        exc = [structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback)
         exc = []
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), *exc,

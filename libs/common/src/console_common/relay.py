@@ -92,6 +92,16 @@ def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
     dst.shutdown_write()  # pass the EOF on, keep the other direction open
 
 
+def _pump_quietly(*args: object) -> BaseException | None:
+    """pump(), returning its error instead of raising it: a peer's reset is an ordinary way
+    for a session to end, decided on by relay(), not a crash for the hub to print."""
+    try:
+        pump(*args)  # type: ignore[arg-type]
+    except Exception as exc:  # every failure is handed to relay() and logged once there
+        return exc
+    return None
+
+
 def relay(client: Stream, target: Stream, drain: float = 5.0,
           observe_up: Observer | None = None, observe_down: Observer | None = None,
           result: RelayResult | None = None) -> RelayResult:
@@ -101,18 +111,19 @@ def relay(client: Stream, target: Stream, drain: float = 5.0,
     "target_error: ..." or "killed" (the session greenlet was killed, e.g. revocation).
     """
     res = result or RelayResult()
-    up = gevent.spawn(copy_context().run, pump, client, target, res.totals, "bytes_up", observe_up)
-    down = gevent.spawn(copy_context().run, pump, target, client, res.totals, "bytes_down",
-                        observe_down)
+    up = gevent.spawn(copy_context().run, _pump_quietly, client, target, res.totals, "bytes_up",
+                      observe_up)
+    down = gevent.spawn(copy_context().run, _pump_quietly, target, client, res.totals,
+                        "bytes_down", observe_down)
     try:
         first = gevent.wait([up, down], count=1)[0]
         other = down if first is up else up
-        if first.successful():
+        if _ok(first):
             res.reason = "client_closed" if first is up else "target_closed"
             other.join(timeout=drain)
             if not other.ready():
                 res.reason += "_drain_timeout"
-            elif not other.successful():
+            elif not _ok(other):
                 res.reason, res.error = _failure(other, other is up)
         else:
             res.reason, res.error = _failure(first, first is up)
@@ -126,8 +137,12 @@ def relay(client: Stream, target: Stream, drain: float = 5.0,
     return res
 
 
+def _ok(greenlet: gevent.Greenlet) -> bool:
+    return greenlet.successful() and greenlet.value is None
+
+
 def _failure(greenlet: gevent.Greenlet, is_up: bool) -> tuple[str, BaseException | None]:
-    exc = greenlet.exception
+    exc = greenlet.value if greenlet.successful() else greenlet.exception
     # A reset is the usual way a peer leaves; which side read or wrote tells who.
     side = "client" if is_up else "target"
     if isinstance(exc, OSError):

@@ -32,6 +32,7 @@ import gevent.pool
 from console_common.httphead import NEED_DATA, HeadError, Response, StatusReader
 from console_common.relay import RelayResult, TcpStream, relay
 from console_common.service import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, Shutdown
+from console_common.websocket import NEED_DATA as WS_NEED_DATA
 from console_common.websocket import (
     Close,
     ConnectionClosed,
@@ -295,7 +296,7 @@ class WebSocketStream:
                 if exc.code != 1006:  # 1006: the connection is already gone
                     self.shutdown_write(exc.code)
                 raise ConnectionError(f"WebSocket protocol error: {exc.message}") from exc
-            if event is NEED_DATA:
+            if event is WS_NEED_DATA:  # (not httphead's NEED_DATA: another sentinel)
                 if not self._early:
                     reader.receive_data(self.sock.recv(min(size, READ)))
             elif isinstance(event, Data):
