@@ -117,7 +117,7 @@ class RawCounter:
 class WsCounter:
     """Counts data payload bytes in server frames, parsing headers only (no copies)."""
 
-    __slots__ = ("need", "counting", "hdr")
+    __slots__ = ("counting", "hdr", "need")
 
     def __init__(self) -> None:
         self.need = 0  # payload bytes left in the current frame
@@ -218,6 +218,7 @@ def download(a: argparse.Namespace) -> dict:
             total += consume(view[:n])
             if (t := now()) >= stop:
                 break
+        emit("end")
     return {"bytes": total, "seconds": t - t0, "mb_per_s": total / (t - t0) / 1e6}
 
 
@@ -239,6 +240,7 @@ def upload(a: argparse.Namespace) -> dict:
             total += per_blob
             if (t := now()) >= stop:
                 break
+        emit("end")
     return {"bytes": total, "seconds": t - t0, "mb_per_s": total / (t - t0) / 1e6}
 
 
@@ -265,7 +267,7 @@ def echo(a: argparse.Namespace) -> dict:
             if i >= a.warmup_count:
                 lat.append(now() - t0)
     lat.sort()
-    pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6  # noqa: E731
+    pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6
     return {"count": len(lat), "p50_us": pick(0.50), "p99_us": pick(0.99),
             "mean_us": sum(lat) / len(lat) * 1e6, "max_us": lat[-1] * 1e6}
 
@@ -290,7 +292,7 @@ def sessions(a: argparse.Namespace) -> dict:
             gevent.sleep(0.01)  # a refusing system must not turn this into a busy loop
             return
         t1 = now()
-        if start_at <= t0 and t1 <= stop_at:
+        if start_at <= t1 <= stop_at:  # completions inside the window
             ok += 1
             lat.append(t1 - t0)
 
@@ -301,13 +303,16 @@ def sessions(a: argparse.Namespace) -> dict:
     def mark() -> None:
         gevent.sleep(max(0.0, start_at - now()))
         emit("start")
+        gevent.sleep(max(0.0, stop_at - now()))
+        emit("end")
 
     marker = gevent.spawn(mark)
     workers = [gevent.spawn(worker) for _ in range(a.concurrency)]
     gevent.joinall(workers, timeout=a.warmup + a.seconds + a.timeout + 5)
+    marker.join(timeout=1)
     gevent.killall(workers + [marker])
     lat.sort()
-    pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None  # noqa: E731
+    pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3 if lat else None
     return {"sessions": ok, "seconds": a.seconds, "per_s": ok / a.seconds,
             "setup_p50_ms": pick(0.5), "setup_p99_ms": pick(0.99), "errors": dict(errors)}
 

@@ -25,7 +25,6 @@ import resource
 import select
 import signal
 import socket
-import sys
 import threading
 
 UPDATE_SIZE = 64 << 10
@@ -154,8 +153,8 @@ def main() -> int:
         signal.signal(sig, lambda *_: done.set())
 
     def watch_stdin() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
+        try:  # os.read: no buffered-reader lock for a daemon thread to hold at exit
+            while os.read(0, 4096):
                 pass
         finally:
             done.set()

@@ -166,6 +166,7 @@ for i in 1 2; do
     name=$([[ $i -eq 1 ]] && echo c1-xvnc || echo c2-qemu)
     for instance in "c$i-builtin" "$name"; do
         for kind in novnc xvpvnc; do
+            echo "$instance ($kind):"
             ip netns exec "$NS_PROXY" "$BIN/consolectl" --compute-url "tcp://10.231.0.1$i:6095" \
                 --consoleauth-url "$BUS" get-vnc-console "$instance" "$kind" || true
         done

@@ -68,13 +68,13 @@ def start_compute(log_dir: Path, consoleauth: str, instances: str = "vm-1,vm-2",
 def consolectl(*args: str, timeout: float = CTL_TIMEOUT,
                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real `consolectl`; any token it prints is remembered as a secret."""
-    result = subprocess.run([str(VENV_BIN / "consolectl"), *args], capture_output=True,
+    result = subprocess.run([str(VENV_BIN / "consolectl"), *args], capture_output=True, check=False,
                             text=True, timeout=timeout, input=stdin)
     for token in _URL_TOKEN.findall(result.stdout):
         remember_secret(token)
     for match in re.finditer(r'"token": "([^"]+)"', result.stdout):
         remember_secret(match.group(1))
-    for match in re.finditer(r"^\| token +\| (\S+) +\|$", result.stdout, re.M):
+    for match in re.finditer(r"^\| token +\| (\S+) +\|$", result.stdout, re.MULTILINE):
         remember_secret(match.group(1))
     return result
 

@@ -14,8 +14,13 @@ import pytest
 import zmq
 from console_common.bus import BadRequest, BusClient, BusUnavailable, InvalidToken
 
-from tests.integration._consoles import (consolectl, ctl_json, start_compute, start_consoleauth,
-                                         wait_until)
+from tests.integration._consoles import (
+    consolectl,
+    ctl_json,
+    start_compute,
+    start_consoleauth,
+    wait_until,
+)
 from tests.support import free_port, remember_secret, wait_bus
 
 UUID = "5d3c7b9e-2a41-4c1f-8f0e-0c6d9b1a7e21"
@@ -227,7 +232,7 @@ def test_check_consults_the_compute_host(tmp_path) -> None:
 
 
 def test_sigterm_stops_cleanly(tmp_path) -> None:
-    ca, ep = start_consoleauth(tmp_path)
+    ca, _ep = start_consoleauth(tmp_path)
     assert ca.stop(signal.SIGTERM) == 0
     ca.wait_for_log("service.stop")
     wait_until(lambda: not ca.alive())

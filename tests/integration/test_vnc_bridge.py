@@ -64,19 +64,23 @@ def get_console_url(compute_url: str, consoleauth_url: str, instance: str, kind:
 
 
 class Bridge:
-    """A running `consolectl vnc-bridge URL --listen HOST:0` and the port it chose."""
+    """A running `consolectl vnc-bridge - --listen HOST:0` (the URL on stdin, out of `ps`)
+    and the port it chose."""
 
     def __init__(self, url: str, log_dir: Path, netns: str | None = None,
                  extra: Sequence[str] = ()) -> None:
-        argv = [str(VENV_BIN / "consolectl"), "vnc-bridge", url, "--listen", "127.0.0.1:0",
+        argv = [str(VENV_BIN / "consolectl"), "vnc-bridge", "-", "--listen", "127.0.0.1:0",
                 "--connect-timeout", "5", *extra]
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = log_dir / f"vnc-bridge-{uuid.uuid4().hex[:8]}.stderr"
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, start_new_session=True)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(url + "\n")
+        self.proc.stdin.close()
         first = self.proc.stdout.readline() if self.proc.stdout else ""
         match = _LISTENING.search(first)
         if match is None:

@@ -10,8 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from console_common.rfb import (NEED_DATA, RGB565, FramebufferUpdate, FramebufferUpdateRequest,
-                                RFBClientConnection, ServerInit, SetEncodings, SetPixelFormat)
+from console_common.rfb import (
+    NEED_DATA,
+    RGB565,
+    FramebufferUpdate,
+    FramebufferUpdateRequest,
+    RFBClientConnection,
+    ServerInit,
+    SetEncodings,
+    SetPixelFormat,
+)
 from fakecompute.pattern import KEY_FG, NAME_BG, NAME_FG, TestPattern
 from PIL import Image
 
@@ -40,7 +48,7 @@ def vncdo(port: int, *commands: str, password: str | None = None) -> subprocess.
     if password is not None:
         argv += ["-p", password]
     return subprocess.run([*argv, *commands], capture_output=True, text=True,
-                          timeout=VNCDO_TIMEOUT)
+                          timeout=VNCDO_TIMEOUT, check=False)
 
 
 def capture(port: int, path: Path, password: str | None = None) -> Image.Image:

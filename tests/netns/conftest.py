@@ -60,21 +60,10 @@ class Layout:
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
     novnc_skip: str | None = None
 
-    @property
-    def proxy(self) -> str:
-        return f"{self.prefix}-proxy"
-
-    @property
-    def compute1(self) -> str:
-        return f"{self.prefix}-compute1"
-
-    @property
-    def compute2(self) -> str:
-        return f"{self.prefix}-compute2"
-
-    @property
-    def client(self) -> str:
-        return f"{self.prefix}-client"
+    def __post_init__(self) -> None:
+        # The namespaces scripts/netns-up.sh creates for this prefix.
+        self.proxy, self.compute1, self.compute2, self.client = (
+            f"{self.prefix}-{role}" for role in ("proxy", "compute1", "compute2", "client"))
 
     def service(self, ns: str, command: str, args: list[str], name: str) -> ServiceProcess:
         proc = ServiceProcess.start(command, args, log_dir=self.log_dir, netns=ns, name=name)

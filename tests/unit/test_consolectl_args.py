@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from consoleauth.ctl.main import load_config, main, parse
 
@@ -56,3 +58,17 @@ def test_bad_option_value_is_one_line_exit_2(capsys: pytest.CaptureFixture[str])
     assert main(["check", "T", "--consoleauth-url", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "consoleauth_url" in err and "nope" in err
+
+
+def test_vnc_bridge_missing_from_the_build(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # A build without the module: importing it fails (None in sys.modules blocks the import).
+    monkeypatch.setitem(sys.modules, "consoleauth.ctl.vnc_bridge", None)
+    assert main(["vnc-bridge", "http://127.0.0.1:6081/console?token=x"]) == 2
+    assert capsys.readouterr().err == "consolectl: error: vnc-bridge is not available in this build\n"
+
+
+def test_vnc_bridge_arguments_come_from_its_module() -> None:
+    pytest.importorskip("consoleauth.ctl.vnc_bridge")
+    args, module, _ = parse(["--consoleauth-url", EP, "vnc-bridge", "--json", "URL"])
+    assert module.__name__ == "consoleauth.ctl.vnc_bridge" and args.json is True

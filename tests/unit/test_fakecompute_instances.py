@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from fakecompute.instances import (BUILTIN, EXTERNAL, InstanceSpecError, parse_instances,
-                                   stable_uuid)
+from fakecompute.instances import BUILTIN, EXTERNAL, InstanceSpecError, parse_instances, stable_uuid
 
 HOST = "tcp://127.0.0.1:6095"
 

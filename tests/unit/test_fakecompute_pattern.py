@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import time
 
-from fakecompute.pattern import (FONT, KEY_FG, NAME_BG, NAME_FG, TestPattern, keysym_name,
-                                 region_of, text_rows)
+from fakecompute.pattern import (
+    FONT,
+    KEY_FG,
+    NAME_BG,
+    NAME_FG,
+    TestPattern,
+    keysym_name,
+    region_of,
+    text_rows,
+)
 
 W, H = 640, 480
 
@@ -34,7 +42,7 @@ def test_names_differ_and_long_names_fit() -> None:
     b, _ = TestPattern("vm-2").render(0.0)
     assert a != b
     p = TestPattern("a-very-long-instance-name-that-goes-on")
-    x, y, w, h = p.name_box
+    x, _y, w, _h = p.name_box
     assert 0 <= x and x + w <= W and p.name_scale >= 2
 
 

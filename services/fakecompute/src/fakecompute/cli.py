@@ -6,20 +6,20 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import re  # noqa: E402
-import sys  # noqa: E402
+import re
+import sys
 
-import structlog  # noqa: E402
-import zmq  # noqa: E402
+import structlog
+import zmq
+from console_common import __version__
+from console_common.bus import BusClient, BusServer
+from console_common.config import COMMON, parse
+from console_common.config.options import zmq_endpoint
+from console_common.logging import configure
+from console_common.service import EXIT_USAGE, Shutdown, raise_fd_limit
 
-from console_common import __version__  # noqa: E402
-from console_common.bus import BusClient, BusServer  # noqa: E402
-from console_common.config import COMMON, parse  # noqa: E402
-from console_common.config.options import zmq_endpoint  # noqa: E402
-from console_common.logging import configure  # noqa: E402
-from console_common.service import EXIT_USAGE, Shutdown, raise_fd_limit  # noqa: E402
-from fakecompute.control import ComputeHost, HostSettings  # noqa: E402
-from fakecompute.instances import SPEC_FORM, InstanceSpecError, parse_instances  # noqa: E402
+from fakecompute.control import ComputeHost, HostSettings
+from fakecompute.instances import SPEC_FORM, InstanceSpecError, parse_instances
 
 PROG = "fake-compute"
 OPTIONS = (*COMMON, "vncserver_listen", "vncserver_proxyclient_address", "novncproxy_base_url",

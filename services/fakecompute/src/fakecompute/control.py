@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-
 from console_common import __version__
 from console_common.bus import BusClient, BusUnavailable, Unavailable, UnknownInstance
 from console_common.tokens import token_id
+
 from fakecompute.instances import InstanceSpec
 from fakecompute.rfbserver import BuiltinConsole
 from fakecompute.urls import access_url

@@ -271,7 +271,7 @@ class TestPattern:
         y = min(max(0, y), self.height - 1)
         pressed = buttons & ~self.buttons & 0xFF
         if pressed:
-            self.clicks += bin(pressed).count("1")
+            self.clicks += pressed.bit_count()
             self.marks.append((x, y))
         self.pointer_xy, self.buttons = (x, y), buttons & 0xFF
 
@@ -320,7 +320,7 @@ class TestPattern:
         sweep = self._sweep_rect(t)
         c.fill(*sweep, SWEEP)
         clock = f"uptime {t:7.1f}s  frame {self.frames}"
-        cx, cy, _, _ = self.clock_box
+        cy = self.clock_box[1]
         c.text(16, cy + 2, clock, 2, TEXT_FG, BACKGROUND)
         key_text = self.key_text()
         c.text(16, self.key_box[1] + 2, key_text, 3, KEY_FG, BACKGROUND)

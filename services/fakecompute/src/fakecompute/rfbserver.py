@@ -25,12 +25,23 @@ import gevent
 import gevent.event
 import gevent.pool
 import structlog
+from console_common.rfb import (
+    ENCODING_RAW,
+    NEED_DATA,
+    AuthResult,
+    ClientInit,
+    ConnectionClosed,
+    FramebufferUpdate,
+    FramebufferUpdateRequest,
+    KeyEvent,
+    PointerEvent,
+    Rectangle,
+    RFBProtocolError,
+    RFBServerConnection,
+    rgb_to_pixels,
+)
 from gevent.server import StreamServer
 
-from console_common.rfb import (ENCODING_RAW, NEED_DATA, AuthResult, ClientInit, ConnectionClosed,
-                                FramebufferUpdate, FramebufferUpdateRequest, KeyEvent,
-                                PointerEvent, Rectangle, RFBProtocolError, RFBServerConnection,
-                                rgb_to_pixels)
 from fakecompute.instances import InstanceSpec
 from fakecompute.pattern import Rect, TestPattern, region_of
 

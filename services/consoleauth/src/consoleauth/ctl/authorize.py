@@ -10,6 +10,7 @@ import argparse
 
 from console_common.config import Config
 from console_common.service import EXIT_OK
+
 from consoleauth.ctl.common import call, emit, properties, read_token, when
 from consoleauth.ctl.urls import access_url
 

@@ -7,6 +7,7 @@ import dataclasses
 
 from console_common.config import Config
 from console_common.service import EXIT_OK
+
 from consoleauth.ctl.common import call, emit, properties, read_token, when
 
 NAME = "check"

@@ -10,11 +10,19 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from console_common.bus import (BadRequest, BusClient, BusProtocolError, BusUnavailable,
-                                InvalidToken, RemoteError, Unavailable, UnknownInstance)
+from console_common.bus import (
+    BadRequest,
+    BusClient,
+    BusProtocolError,
+    BusUnavailable,
+    InvalidToken,
+    RemoteError,
+    Unavailable,
+    UnknownInstance,
+)
 from console_common.service import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 
 PROG = "consolectl"
@@ -82,7 +90,7 @@ def emit(args: Any, human: str, data: Any) -> None:
 def when(expires_at: float | None) -> str:
     if expires_at is None:
         return "-"
-    stamp = datetime.fromtimestamp(expires_at, timezone.utc).isoformat(timespec="seconds")
+    stamp = datetime.fromtimestamp(expires_at, UTC).isoformat(timespec="seconds")
     left = expires_at - time.time()
     return f"{stamp} (in {left:.0f}s)" if left >= 0 else f"{stamp} (expired)"
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from console_common.config import Config
 from console_common.service import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
+
 from consoleauth.ctl.common import CtlError, call, emit, table
 
 NAME = "get-vnc-console"

@@ -15,10 +15,17 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from console_common.config import (ConfigError, add_option_arguments, flags_from_namespace, load,
-                                   make_parser, select)
+from console_common.config import (
+    ConfigError,
+    add_option_arguments,
+    flags_from_namespace,
+    load,
+    make_parser,
+    select,
+)
 from console_common.logging import configure
 from console_common.service import EXIT_USAGE
+
 from consoleauth.ctl import authorize, check, get_vnc_console, revoke, status
 from consoleauth.ctl.common import OPTIONS, PROG, CtlError
 

@@ -6,6 +6,7 @@ import argparse
 
 from console_common.config import Config
 from console_common.service import EXIT_OK
+
 from consoleauth.ctl.common import call, emit
 
 NAME = "revoke"

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import gevent
-
 from console_common.config import Config
 from console_common.service import EXIT_OK, EXIT_UNAVAILABLE
+
 from consoleauth.ctl.common import CtlError, call, emit, table
 
 NAME = "status"

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", metavar="URL",
                         help="console URL from get-vnc-console: an xvpvnc URL "
                              "(http://host:6081/console?token=T) or a novnc URL "
-                             "(http(s)://host:6080/vnc_auto.html?path=...&token=T)")
+                             "(http(s)://host:6080/vnc_auto.html?path=...&token=T); "
+                             "- reads it from stdin (keeps the token out of `ps`)")
     parser.add_argument("--listen", default="127.0.0.1:5999", metavar="HOST:PORT",
                         help="local address VNC viewers connect to (port 0: any free port) "
                              "[default: %(default)s]")
@@ -372,7 +373,7 @@ def run(config: Any, args: argparse.Namespace) -> int:
         print(f"vnc-bridge: {message}", file=sys.stderr, flush=True)
 
     try:
-        link = parse_link(args.url)
+        link = parse_link(sys.stdin.readline().strip() if args.url == "-" else args.url)
         listen = parse_listen(args.listen)
         conn = Connector(link, args.connect_timeout, args.insecure)
         preflight(conn)
