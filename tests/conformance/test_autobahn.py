@@ -82,7 +82,9 @@ def _explained(report: dict) -> str | None:
     close = report.get("remoteCloseCode")
     if report.get("closedByMe") is False and close == 1009:
         return "message over the 1 MiB cap: closed 1009"
-    sent = [_payload(m) for m in expected]
+    if [m for m in expected if m[0] != "message"] != [m for m in report["received"] if m[0] != "message"]:
+        return None  # pongs and other control answers must match exactly
+    sent = [_payload(m) for m in expected if m[0] == "message"]
     got = [_payload(m) for m in report["received"] if m[0] == "message"]
     if any(t for _, t in sent + got):  # the report shows only prefixes of big payloads
         if got and sent and not (got[0][0].startswith(sent[0][0][:64]) or

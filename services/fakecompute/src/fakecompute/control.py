@@ -23,7 +23,7 @@ from console_common.tokens import token_id
 
 from fakecompute.instances import InstanceSpec
 from fakecompute.rfbserver import BuiltinConsole
-from fakecompute.urls import access_url
+from console_common.urls import access_url
 
 log = structlog.get_logger("fakecompute")
 

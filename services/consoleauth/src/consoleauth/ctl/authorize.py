@@ -12,7 +12,7 @@ from console_common.config import Config
 from console_common.service import EXIT_OK
 
 from consoleauth.ctl.common import call, emit, properties, read_token, when
-from consoleauth.ctl.urls import access_url
+from console_common.urls import access_url
 
 NAME = "authorize"
 HELP = "Authorize a console token at consoleauth (what a compute host does)."

@@ -1,10 +1,10 @@
-"""Access URLs as DESIGN.md (after Nova) fixes them (pure).
+"""Access URLs handed to users, built exactly as DESIGN.md (after Nova) says (pure).
 
     novnc:  <novncproxy_base_url>?path=%3Ftoken%3D<T>&token=<T>
     xvpvnc: <xvpvncproxy_base_url>?token=<T>
 
 A base URL that already has a query gets ``&`` instead of ``?``; a fragment stays last.
-(fakecompute keeps a twin of this function: services never import each other.)
+(Shared by the compute host and consolectl.)
 """
 
 from __future__ import annotations
