@@ -76,3 +76,16 @@ def drain(servers: Iterable[Any], pool: gevent.pool.Pool | None, grace: float,
             server.stop(timeout=1)
         except Exception:  # already stopped: nothing to do, but never silently
             log.debug("service.stop_failed", exc_info=True)
+
+
+def boot(service: str, config: Any) -> Any:
+    """What every service does first: logging as configured, config notes reported (never
+    ignored), the fd limit raised. Returns the service's logger."""
+    from console_common.logging import configure
+
+    configure(service, config.log_format, config.log_level)
+    logger = structlog.get_logger(service)
+    for note in config.notes:
+        logger.warning("config.unknown_option", detail=note)
+    raise_fd_limit()
+    return logger

@@ -6,20 +6,19 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import sys  # noqa: E402
+import sys
 
-import gevent  # noqa: E402
-import structlog  # noqa: E402
-import zmq  # noqa: E402
+import gevent
+import structlog
+import zmq
+from console_common import __version__
+from console_common.bus import BusServer
+from console_common.config import COMMON, parse
+from console_common.service import Shutdown, boot
 
-from console_common import __version__  # noqa: E402
-from console_common.bus import BusServer  # noqa: E402
-from console_common.config import COMMON, parse  # noqa: E402
-from console_common.logging import configure  # noqa: E402
-from console_common.service import Shutdown, raise_fd_limit  # noqa: E402
-from consoleauth.methods import handlers  # noqa: E402
-from consoleauth.state import State  # noqa: E402
-from consoleauth.stores import StoreUnavailable, open_store  # noqa: E402
+from consoleauth.methods import handlers
+from consoleauth.state import State
+from consoleauth.stores import StoreUnavailable, open_store
 
 OPTIONS = (*COMMON, "consoleauth_listen", "console_token_ttl", "token_store", "state_dir",
            "redis_url", "consoleauth_timeout", "graceful_timeout")
@@ -29,11 +28,7 @@ PURGE_EVERY = 30.0
 def main(argv: list[str] | None = None) -> int:
     config, _ = parse("consoleauth", "Console token service (nova-consoleauth) on the ZeroMQ bus.",
                       OPTIONS, argv)
-    configure("consoleauth", config.log_format, config.log_level)
-    log = structlog.get_logger("consoleauth")
-    for note in config.notes:
-        log.warning("config.unknown_option", detail=note)
-    raise_fd_limit()
+    log = boot("consoleauth", config)
     try:
         store = open_store(config.token_store, config.state_dir, config.redis_url)
     except StoreUnavailable as exc:

@@ -9,14 +9,12 @@ monkey.patch_all()
 import re
 import sys
 
-import structlog
 import zmq
 from console_common import __version__
 from console_common.bus import BusClient, BusServer
 from console_common.config import COMMON, parse
 from console_common.config.options import zmq_endpoint
-from console_common.logging import configure
-from console_common.service import EXIT_USAGE, Shutdown, raise_fd_limit
+from console_common.service import EXIT_USAGE, Shutdown, boot
 
 from fakecompute.control import ComputeHost, HostSettings
 from fakecompute.instances import SPEC_FORM, InstanceSpecError, parse_instances
@@ -61,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except InstanceSpecError as exc:
         return _usage_error(f"option instances: bad item {exc.item!r} from "
                             f"{config.source_of('instances')}: {exc.reason} (expected {SPEC_FORM})")
-    configure("fake-compute", config.log_format, config.log_level)
-    log = structlog.get_logger("fakecompute")
-    for note in config.notes:
-        log.warning("config.unknown_option", detail=note)
-    raise_fd_limit()
+    log = boot("fake-compute", config)
     settings = HostSettings(
         vncserver_listen=config.vncserver_listen,
         vncserver_proxyclient_address=config.vncserver_proxyclient_address,

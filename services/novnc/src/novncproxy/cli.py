@@ -9,12 +9,10 @@ monkey.patch_all()
 import sys
 
 import gevent.pool
-import structlog
 from console_common import __version__
 from console_common.bus import BusClient
 from console_common.config import BUS_CLIENT, COMMON, parse
-from console_common.logging import configure
-from console_common.service import Shutdown, drain, raise_fd_limit
+from console_common.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.session import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
@@ -31,10 +29,7 @@ OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only
 def main(argv: list[str] | None = None) -> int:
     config, _ = parse("novncproxy", "noVNC console page and WebSocket console proxy "
                       "(nova-novncproxy).", OPTIONS, argv)
-    configure("novncproxy", config.log_format, config.log_level)
-    log = structlog.get_logger("novncproxy")
-    for note in config.notes:
-        log.warning("config.unknown_option", detail=note)
+    log = boot("novncproxy", config)
     if config.ssl_only and not config.cert:
         log.error("service.config_error", error="ssl_only needs cert")
         print("novncproxy: error: --ssl-only needs --cert", file=sys.stderr)

@@ -10,13 +10,11 @@ import logging
 import sys
 
 import gevent.pool
-import structlog
 from console_common import __version__
 from console_common.bus import BusClient
 from console_common.config import BUS_CLIENT, COMMON, parse
-from console_common.logging import configure
 from console_common.metrics import Registry
-from console_common.service import EXIT_OK, Shutdown, drain, raise_fd_limit
+from console_common.service import EXIT_OK, Shutdown, boot, drain
 from console_common.session import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
@@ -33,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     config, _ = parse("xvpvncproxy", "xvp console proxy (nova-xvpvncproxy): an HTTP-style "
                       "preamble with the console token, then raw RFB to the VNC server.",
                       OPTIONS, argv)
-    configure("xvpvncproxy", config.log_format, config.log_level)
-    log = structlog.get_logger("xvpvncproxy")
-    for note in config.notes:
-        log.warning("config.unknown_option", detail=note)
-    raise_fd_limit()
+    log = boot("xvpvncproxy", config)
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
     metrics = XvpMetrics(Registry())
     pool = gevent.pool.Pool(config.max_sessions)
