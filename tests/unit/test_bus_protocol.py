@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from marshmallow import ValidationError
 
 from console_common.bus.errors import (BadRequest, BusProtocolError, InvalidToken, RemoteError,
                                        UnknownMethod)
@@ -86,3 +87,121 @@ def test_result_dump_drops_nothing_secret():
 def test_request_id_best_effort():
     assert request_id(b'{"id": "abc", "v": 9}') == "abc"
     assert request_id(b"nope") is None
+
+
+# --- the hand-written fast paths agree with the schemas -----------------------------------
+
+_INFO = {"console_type": "novnc", "host": "10.0.0.1", "port": 5900, "instance_uuid": "u-1",
+         "expires_at": 1.5, "internal_access_path": None}
+_INFO_VARIANTS = [
+    {}, _INFO, {**_INFO, "internal_access_path": "/p"}, {**_INFO, "extra": 1},
+    {k: v for k, v in _INFO.items() if k != "internal_access_path"},
+    *({k: v for k, v in _INFO.items() if k != drop} for drop in _INFO if drop != "internal_access_path"),
+    *({**_INFO, key: bad} for key, bads in {
+        "console_type": ["spice", 1, None, "xvpvnc"],
+        "host": ["", "h" * 255, "h" * 256, 1, None, ["h"]],
+        "port": [0, 1, 65535, 65536, -1, "5900", 5900.0, True, None],
+        "instance_uuid": ["", "u" * 64, "u" * 65, 3, None],
+        "expires_at": [0, 2, float("inf"), float("nan"), "1.5", None, True, 10 ** 400],
+        "internal_access_path": ["", "p" * 1024, "p" * 1025, 1, False],
+    }.items() for bad in bads),
+    None, [], "x", 1,
+]
+
+
+def _schema_load(schema, obj):
+    try:
+        return ("ok", schema.load(obj))
+    except ValidationError as exc:
+        return ("error", exc)
+
+
+@pytest.mark.parametrize("obj", _INFO_VARIANTS, ids=range(len(_INFO_VARIANTS)))
+def test_fast_connect_info_accepts_only_what_the_schema_accepts(obj):
+    from console_common.bus.messages import ConnectInfoSchema, fast_connect_info
+
+    fast = fast_connect_info(obj)
+    if fast is not None:  # the fast path may pass (None) but never disagree
+        kind, loaded = _schema_load(ConnectInfoSchema(), obj)
+        assert kind == "ok" and loaded == fast
+        assert type(loaded.expires_at) is type(fast.expires_at)
+    # and decode_reply gives the schema's verdict either way
+    raw = json.dumps({"v": 1, "id": "a", "ok": True, "result": obj}).encode()
+    kind, loaded = _schema_load(ConnectInfoSchema(), obj if obj is not None else {})
+    if kind == "ok":
+        assert decode_reply(raw, "check_token", "a") == loaded
+    else:
+        with pytest.raises(BusProtocolError, match="bad result of check_token"):
+            decode_reply(raw, "check_token", "a")
+
+
+def test_fast_connect_info_takes_the_plain_result():
+    from console_common.bus.messages import fast_connect_info
+
+    assert fast_connect_info(_INFO) == ConnectInfo("novnc", "10.0.0.1", 5900, "u-1", 1.5, None)
+
+
+_ERR = {"type": "InvalidToken", "message": "nope"}
+_ENVELOPES = [
+    {"v": 1, "id": "a", "ok": True, "result": {}},
+    {"v": 1, "ok": True},
+    {"v": 1, "id": None, "ok": True, "result": None, "error": None},
+    {"v": 1, "id": "a", "ok": False, "error": _ERR},
+    {"v": 1, "id": "a", "ok": False, "result": {"x": 1}, "error": _ERR},
+    {"v": 1, "id": "a" * 64, "ok": True},
+    {"v": 1, "id": "a" * 65, "ok": True},
+    {"v": 1, "id": 5, "ok": True},
+    {"v": 2, "ok": True}, {"v": "1", "ok": True}, {"v": 1.0, "ok": True}, {"v": True, "ok": True},
+    {"ok": True}, {"v": 1}, {"v": 1, "ok": 1}, {"v": 1, "ok": "true"}, {"v": 1, "ok": None},
+    {"v": 1, "ok": True, "extra": 1},
+    {"v": 1, "ok": True, "error": _ERR},
+    {"v": 1, "ok": False}, {"v": 1, "ok": False, "error": None},
+    {"v": 1, "ok": False, "error": "boom"},
+    {"v": 1, "ok": False, "error": {"type": "x"}},
+    {"v": 1, "ok": False, "error": {**_ERR, "extra": 1}},
+    {"v": 1, "ok": False, "error": {"type": "t" * 64, "message": "m" * 2000}},
+    {"v": 1, "ok": False, "error": {"type": "t" * 65, "message": "m"}},
+    {"v": 1, "ok": False, "error": {"type": "t", "message": "m" * 2001}},
+    {"v": 1, "ok": False, "error": {"type": 1, "message": "m"}},
+    {"v": 1, "ok": False, "error": {"type": "t", "message": None}},
+]
+
+
+@pytest.mark.parametrize("env", _ENVELOPES, ids=range(len(_ENVELOPES)))
+def test_reply_envelope_fast_path_agrees_with_the_schema(env):
+    from console_common.bus.messages import ReplySchema
+    from console_common.bus.protocol import _plain_envelope
+
+    kind, loaded = _schema_load(ReplySchema(), env)
+    if _plain_envelope(env):  # accepted by hand: the schema accepts it, unchanged
+        assert kind == "ok"
+        assert {k: v for k, v in loaded.items() if v is not None} == \
+            {k: v for k, v in env.items() if v is not None}
+    raw = json.dumps(env).encode()
+    if kind == "error":
+        with pytest.raises(BusProtocolError, match="bad reply to ping"):
+            decode_reply(raw, "ping")
+    elif not loaded["ok"]:
+        with pytest.raises(RemoteError) as err:
+            decode_reply(raw, "ping")
+        assert err.value.type == loaded["error"]["type"]
+    else:
+        with pytest.raises(BusProtocolError, match="bad result of ping"):
+            decode_reply(raw, "ping")  # {} is not a ping result: the schema still runs
+
+
+def test_encode_request_checks_argument_names():
+    with pytest.raises(BadRequest, match="missing: token"):
+        encode_request("check_token", {})
+    with pytest.raises(BadRequest, match="unknown: extra"):
+        encode_request("check_token", {"token": TOKEN, "extra": 1})
+    with pytest.raises(BadRequest, match="missing: console_type"):
+        encode_request("authorize_console", {"host": "h", "port": 1, "instance_uuid": "u"})
+    # optional arguments left None are dropped, not sent
+    raw = encode_request("authorize_console", {"console_type": "novnc", "host": "h", "port": 1,
+                                               "instance_uuid": "u", "token": None})
+    assert "token" not in json.loads(raw)["args"]
+    # values are the server's to check: it loads every request through the schema
+    raw = encode_request("check_token", {"token": ""})
+    with pytest.raises(BadRequest, match="token"):
+        decode_request(raw)

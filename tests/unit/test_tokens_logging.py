@@ -17,6 +17,7 @@ from console_common.tokens import generate_token, is_acceptable_token, token_has
 def test_generated_tokens_are_strong_and_url_safe():
     tokens = {generate_token() for _ in range(1000)}
     assert len(tokens) == 1000
+    assert not any(t.startswith("-") for t in tokens)  # safe as a command-line argument
     for t in list(tokens)[:50]:
         assert len(t) >= 43  # 256 bits in base64url
         assert is_acceptable_token(t)

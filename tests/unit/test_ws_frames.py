@@ -209,6 +209,90 @@ def test_empty_frames() -> None:
     assert feed([raw_frame(Opcode.TEXT)]) == [Data(b"", True, True)]
 
 
+
+# --- in-place parsing (no copy of a chunk fed while nothing is left over) ---------------
+
+_MIXED = (
+    raw_frame(Opcode.BINARY, bytes(range(200)))  # 16-bit length
+    + raw_frame(Opcode.PING, b"p")
+    + raw_frame(Opcode.TEXT, "hé".encode()[:2], fin=False)
+    + raw_frame(0, "hé".encode()[2:])
+    + raw_frame(Opcode.BINARY, b"")
+    + raw_frame(Opcode.BINARY, b"abcdefg")
+    + raw_frame(Opcode.CLOSE, (1000).to_bytes(2, "big") + b"bye")
+)
+_MIXED_EVENTS = [("binary", bytes(range(200))), Ping(b"p"), ("text", "hé".encode()),
+                 ("binary", b""), ("binary", b"abcdefg"), Close(1000, "bye")]
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_every_split_point_and_pair_parses_the_same(role: str) -> None:
+    stream = _MIXED if role == "server" else b"".join(
+        raw_frame(op, payload, fin=fin, mask=None) for op, payload, fin in (
+            (Opcode.BINARY, bytes(range(200)), True), (Opcode.PING, b"p", True),
+            (Opcode.TEXT, "hé".encode()[:2], False), (0, "hé".encode()[2:], True),
+            (Opcode.BINARY, b"", True), (Opcode.BINARY, b"abcdefg", True),
+            (Opcode.CLOSE, (1000).to_bytes(2, "big") + b"bye", True)))
+    assert merged(feed([stream], role)) == _MIXED_EVENTS
+    n = len(stream)
+    for i in range(1, n):
+        assert merged(feed([stream[:i], stream[i:]], role)) == _MIXED_EVENTS, i
+    for i in range(1, n, 3):
+        for j in range(i + 1, n):
+            chunks = [stream[:i], bytearray(stream[i:j]), memoryview(stream[j:])]
+            assert merged(feed(chunks, role)) == _MIXED_EVENTS, (i, j)
+
+
+def test_large_masked_frames_in_one_read_come_out_whole() -> None:
+    rng = random.Random(7)
+    payloads = [rng.randbytes(65536) for _ in range(4)]
+    masks = [rng.randbytes(4) for _ in range(4)]
+    stream = b"".join(raw_frame(Opcode.BINARY, p, mask=m) for p, m in zip(payloads, masks))
+    reader = FrameReader("server", max_buffer=len(stream))
+    reader.receive_data(stream)
+    events = []
+    while (event := reader.next_event()) is not NEED_DATA:
+        events.append(event)
+    assert events == [Data(p, True, False) for p in payloads]
+    for cut in (1, 2, 5, 13, 14, 65535, 65550, 65551, 100000):
+        assert merged(feed([stream[:cut], stream[cut:]], max_buffer=len(stream))) == \
+            [("binary", p) for p in payloads]
+
+
+def test_a_chunk_that_is_all_payload_is_returned_without_a_copy() -> None:
+    payload = bytes(range(256)) * 4
+    reader = FrameReader("client")
+    reader.receive_data(raw_frame(Opcode.BINARY, payload, mask=None)[:4])
+    assert reader.next_event() is NEED_DATA
+    reader.receive_data(payload)
+    event = reader.next_event()
+    assert isinstance(event, Data) and event.payload is payload
+
+
+def test_a_reused_buffer_may_be_overwritten_after_need_data() -> None:
+    stream = raw_frame(Opcode.BINARY, b"hello") + raw_frame(Opcode.PING, b"ping!")
+    cut = len(stream) - 3  # the ping's header is read; 2 of its 5 payload bytes wait
+    buf = bytearray(stream[:cut])
+    reader = FrameReader("server")
+    reader.receive_data(buf)
+    assert reader.next_event() == Data(b"hello", True, False)
+    assert reader.next_event() is NEED_DATA
+    assert reader.buffered == 2
+    buf.extend(b"?")  # no view of it held any more (a held one would refuse the resize)
+    buf[:] = b"\xff" * len(buf)
+    reader.receive_data(stream[cut:])
+    assert reader.next_event() == Ping(b"ping!")
+    assert reader.next_event() is NEED_DATA and reader.buffered == 0
+
+
+def test_a_consumed_chunk_is_let_go() -> None:
+    buf = bytearray(raw_frame(Opcode.BINARY, b"x" * 300))
+    reader = FrameReader("server")
+    reader.receive_data(buf)
+    assert isinstance(reader.next_event(), Data)
+    buf.extend(b"more")  # would raise BufferError if the reader still held a view
+    assert reader.next_event() is NEED_DATA
+
 def test_fragmented_message_with_interleaved_control_frames() -> None:
     stream = (
         raw_frame(Opcode.TEXT, "héllo ".encode()[:2], fin=False)

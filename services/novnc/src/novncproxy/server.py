@@ -35,6 +35,9 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 class ProxyServer(WSGIServer):
     handler_class = ProxyHandler
+    # gevent's default (128) overflows in a burst of new sessions (TcpExtListenOverflows in
+    # the new-sessions bench); the kernel caps it at net.core.somaxconn. As xvpvncproxy.
+    backlog = 1024
 
     def __init__(self, listener: Any, app: ConsoleApp, *, pool: gevent.pool.Pool,
                  head_max: int, head_timeout: float,

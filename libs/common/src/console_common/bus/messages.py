@@ -6,6 +6,8 @@ what they receive through these schemas; unknown fields are refused (marshmallow
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +127,32 @@ class ConnectInfoSchema(_Strict):
         return ConnectInfo(**data)
 
 
+_CONNECT_INFO_REQUIRED = frozenset(("console_type", "host", "port", "instance_uuid", "expires_at"))
+_CONNECT_INFO_KEYS = _CONNECT_INFO_REQUIRED | {"internal_access_path"}
+
+
+def fast_connect_info(obj: Any) -> ConnectInfo | None:
+    """``ConnectInfoSchema().load(obj)`` for a result that is plainly valid, else None.
+
+    check_token's result is loaded once per console session; the schema costs ~30 µs, this
+    ~1 µs. It accepts only what the schema accepts, with the same result (exact JSON
+    types, no conversions); anything else (an error or an unusual but valid form such as
+    an integer ``expires_at``) returns None and goes through the schema.
+    """
+    if type(obj) is not dict or not _CONNECT_INFO_REQUIRED <= obj.keys() <= _CONNECT_INFO_KEYS:
+        return None
+    console_type, host, port = obj["console_type"], obj["host"], obj["port"]
+    uuid, expires_at = obj["instance_uuid"], obj["expires_at"]
+    path = obj.get("internal_access_path")
+    if (console_type not in CONSOLE_TYPES or type(host) is not str or len(host) > 255
+            or type(port) is not int or not 1 <= port <= 65535
+            or type(uuid) is not str or len(uuid) > 64
+            or type(expires_at) is not float or not math.isfinite(expires_at)
+            or (path is not None and (type(path) is not str or len(path) > 1024))):
+        return None
+    return ConnectInfo(console_type, host, port, uuid, expires_at, path)
+
+
 class InstanceArgsSchema(_Strict):
     instance_uuid = _Str(64, min=1, required=True)
 
@@ -201,3 +229,7 @@ METHODS: dict[str, tuple[Schema, Schema]] = {
     "list_instances": (EmptySchema(), InstanceListSchema()),
     "delete_instance": (DeleteInstanceArgsSchema(), DeletedSchema()),
 }
+
+# method -> a hand-written loader for its result on the hot path: the loaded result when
+# the input is plainly valid, None to let the schema decide (and word the error).
+FAST_RESULTS: dict[str, Callable[[Any], Any]] = {"check_token": fast_connect_info}

@@ -165,7 +165,17 @@ class FrameReader:
     ``max_buffer`` caps bytes fed but not yet consumed (a caller that feeds without
     draining gets ``ValueError``). After a ``Close`` event nothing more is yielded and
     further bytes are discarded.
+
+    Bytes fed while nothing is left over are parsed in place, not copied: payload is
+    unmasked (or, unmasked frames, sliced) straight from the caller's chunk, so a chunk
+    costs one copy. The reader may keep a view of ``data`` until ``next_event`` returns
+    ``NEED_DATA`` (what is left then, part of a header or control frame, is copied):
+    a caller reusing a buffer must not overwrite it before that.
     """
+
+    __slots__ = ("_expect_masked", "_max_message", "_max_buffer", "_buf", "_view", "_vdata",
+                 "_vpos", "_eof", "_closed", "_error", "_opcode", "_fin", "_mask",
+                 "_remaining", "_offset", "_msg_opcode", "_msg_size", "_utf8")
 
     def __init__(
         self,
@@ -178,7 +188,13 @@ class FrameReader:
         self._expect_masked = role == "server"
         self._max_message = max_message
         self._max_buffer = max_buffer
+        # Unconsumed input lives in exactly one place: _buf (bytes left over from earlier
+        # chunks) or _view[_vpos:] (the chunk just fed, parsed in place; _vdata is that
+        # chunk when it is bytes, so a payload spanning all of it is returned as is).
         self._buf = bytearray()
+        self._view: memoryview | None = None
+        self._vdata: bytes | None = None
+        self._vpos = 0
         self._eof = False
         self._closed = False
         self._error: ParseFailed | None = None
@@ -186,9 +202,6 @@ class FrameReader:
         self._opcode: int | None = None
         self._fin = False
         self._mask: bytes | None = None
-        self._mask_rep = b""  # the mask repeated, long enough for the largest chunk so far
-        self._key_for: tuple[int, int] | None = None  # (offset % 4, length) of self._key
-        self._key = 0  # self._mask_rep[offset % 4:][:length] as a little-endian integer
         self._remaining = 0
         self._offset = 0
         # the data message being read; _msg_opcode is None between messages
@@ -204,7 +217,8 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet consumed."""
-        return len(self._buf)
+        view = self._view
+        return len(self._buf) if view is None else len(view) - self._vpos
 
     def receive_data(self, data: Buffer) -> None:
         if not data:
@@ -214,12 +228,34 @@ class FrameReader:
             raise RuntimeError("receive_data() after EOF")
         if self._closed or self._error is not None:
             return  # nothing more is read after a close or a protocol error
-        if len(self._buf) + len(memoryview(data)) > self._max_buffer:
+        view = memoryview(data)
+        if view.itemsize != 1 or view.ndim != 1:
+            view = view.cast("B")
+        if self.buffered + len(view) > self._max_buffer:
             raise ValueError(
                 f"more than {self._max_buffer} bytes buffered: "
                 "call next_event() until NEED_DATA before feeding more"
             )
-        self._buf += data
+        if self._view is not None:
+            self._spill()
+        if self._buf:
+            self._buf += view
+        else:  # nothing left over: parse this chunk in place
+            self._view, self._vpos = view, 0
+            self._vdata = data if type(data) is bytes else None
+
+    def _spill(self) -> None:
+        """Copy what is left of the fed chunk into _buf and let the chunk go."""
+        view = self._view
+        if view is not None:
+            self._buf += view[self._vpos :]
+            self._view = self._vdata = None
+            self._vpos = 0
+
+    def _drop(self) -> None:
+        self._buf.clear()
+        self._view = self._vdata = None
+        self._vpos = 0
 
     def next_event(self) -> FrameEvent | Literal[Need.DATA]:
         if self._error is not None:
@@ -227,18 +263,21 @@ class FrameReader:
         if self._closed:
             return NEED_DATA
         try:
-            return self._next_event()
+            event = self._next_event()
         except ParseFailed as exc:
             self._error = exc
-            self._buf.clear()
+            self._drop()
             raise
+        if event is NEED_DATA:
+            self._spill()  # at most a header or a control frame's worth
+        return event
 
     def _next_event(self) -> FrameEvent | Literal[Need.DATA]:
         while True:
             if self._opcode is None and not self._read_header():
                 if not self._eof:
                     return NEED_DATA
-                if self._buf:
+                if self.buffered:
                     raise ParseFailed(CloseCode.ABNORMAL, "connection closed inside a frame header")
                 if self._msg_opcode is not None:
                     raise ParseFailed(
@@ -249,12 +288,12 @@ class FrameReader:
             assert opcode is not None
             if opcode >= 0x8:
                 n = self._remaining
-                if len(self._buf) < n:
+                if self.buffered < n:
                     return self._need_payload()
                 payload = self._take(n)
                 self._opcode = None
                 return self._control_event(opcode, payload)
-            n = min(self._remaining, len(self._buf))
+            n = min(self._remaining, self.buffered)
             if n == 0 and self._remaining:
                 return self._need_payload()
             payload = self._take(n)
@@ -272,7 +311,6 @@ class FrameReader:
             is_text = self._msg_opcode == Opcode.TEXT
             if frame_done:
                 self._opcode = None
-                self._mask_rep, self._key_for, self._key = b"", None, 0  # idle sessions stay small
             if finished:
                 self._msg_opcode = None
                 self._msg_size = 0
@@ -288,10 +326,16 @@ class FrameReader:
 
     def _read_header(self) -> bool:
         """Consume one frame header if all of it is buffered; validate as early as possible."""
-        buf = self._buf
-        if len(buf) < 2:
+        view = self._view
+        if view is None:
+            buf: Buffer = self._buf
+            base = 0
+        else:
+            buf, base = view, self._vpos
+        have = len(buf) - base
+        if have < 2:
             return False
-        b0, b1 = buf[0], buf[1]
+        b0, b1 = buf[base], buf[base + 1]
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
         if b0 & 0x70:
@@ -322,16 +366,16 @@ class FrameReader:
             raise ParseFailed(CloseCode.PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
         pos = 2
         if length == 126:
-            if len(buf) < 4:
+            if have < 4:
                 return False
-            length = (buf[2] << 8) | buf[3]
+            length = (buf[base + 2] << 8) | buf[base + 3]
             if length < 126:
                 raise ParseFailed(CloseCode.PROTOCOL_ERROR, "payload length not minimally encoded")
             pos = 4
         elif length == 127:
-            if len(buf) < 10:
+            if have < 10:
                 return False
-            length = int.from_bytes(buf[2:10], "big")
+            length = int.from_bytes(buf[base + 2 : base + 10], "big")
             if length >> 63:
                 raise ParseFailed(CloseCode.PROTOCOL_ERROR, "payload length with the top bit set")
             if length < 1 << 16:
@@ -343,15 +387,13 @@ class FrameReader:
                 f"message of at least {self._msg_size + length} bytes exceeds {self._max_message}",
             )
         if masked:
-            if len(buf) < pos + 4:
+            if have < pos + 4:
                 return False
-            mask = bytes(buf[pos : pos + 4])
+            self._mask = bytes(buf[base + pos : base + pos + 4])
             pos += 4
-            self._mask = mask
         else:
             self._mask = None
-        self._mask_rep, self._key_for, self._key = b"", None, 0  # keys are per frame
-        del buf[:pos]
+        self._consume(pos)
         self._opcode, self._fin, self._remaining, self._offset = opcode, fin, length, 0
         if opcode in _DATA_OPCODES:
             if opcode != Opcode.CONTINUATION:
@@ -360,18 +402,40 @@ class FrameReader:
             self._msg_size += length
         return True
 
+    def _consume(self, n: int) -> None:
+        view = self._view
+        if view is None:
+            del self._buf[:n]
+            return
+        self._vpos += n
+        if self._vpos == len(view):  # all of the chunk consumed: let it go
+            self._view = self._vdata = None
+            self._vpos = 0
+
     def _take(self, n: int) -> bytes:
         """Consume ``n`` payload bytes of the current frame, unmasked."""
-        buf = self._buf
-        if n == len(buf):
-            chunk = bytes(buf)
-            buf.clear()
-        else:
-            chunk = bytes(memoryview(buf)[:n])
-            del buf[:n]
         mask = self._mask
-        if mask is not None and n:
-            chunk = unmask(chunk, mask, self._offset)
+        view = self._view
+        if view is None:
+            buf = self._buf
+            if n == len(buf):
+                chunk = bytes(buf)
+                buf.clear()
+            else:
+                chunk = bytes(memoryview(buf)[:n])
+                del buf[:n]
+            if mask is not None and n:
+                chunk = unmask(chunk, mask, self._offset)
+        else:  # straight from the fed chunk: one copy (the unmasked bytes), or none
+            pos = self._vpos
+            data = self._vdata
+            if mask is not None and n:
+                chunk = unmask(view[pos : pos + n], mask, self._offset)
+            elif data is not None and pos == 0 and n == len(data):
+                chunk = data
+            else:
+                chunk = bytes(view[pos : pos + n])
+            self._consume(n)
         self._offset += n
         return chunk
 
@@ -382,7 +446,7 @@ class FrameReader:
             return Pong(payload)
         close = _parse_close(payload)
         self._closed = True
-        self._buf.clear()
+        self._drop()
         return close
 
 
