@@ -31,7 +31,6 @@ def _worker(endpoint: str, token: str, clients: int, seconds: float) -> None:
 
     monkey.patch_all()
     import gevent
-
     from console_common.bus import BusClient
 
     client = BusClient([endpoint], timeout=5.0)
@@ -64,7 +63,7 @@ def measure(endpoint: str, token: str, clients: int, seconds: float, processes: 
             raise RuntimeError(f"bench worker failed with exit code {w.returncode}")
         lat += json.loads(out)
     lat.sort()
-    pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3  # noqa: E731
+    pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3
     return {"clients": clients, "processes": procs, "calls": len(lat),
             "checks_per_s": len(lat) / seconds, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
             "max_ms": lat[-1] * 1e3}

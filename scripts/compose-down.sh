@@ -18,7 +18,9 @@ if ! dockerd_alive && { pgrep -f "containerd-shim.*$W" >/dev/null || grep -q " $
 fi
 if dockerd_alive; then
     if [[ -e $DOCKER_CONFIG/cli-plugins/docker-compose ]]; then
-        compose down -v --remove-orphans -t 5 2>&1 | grep -v "IPv4 forwarding" >&2
+        log "docker compose -p $PROJECT down -v"
+        compose down -v --remove-orphans -t 5 >"$W/down.log" 2>&1 \
+            || { tail -n 20 "$W/down.log" >&2; log "compose down failed (continuing)"; }
     fi
     ids=$(docker ps -aq 2>/dev/null)
     [[ -n $ids ]] && docker rm -f $ids >/dev/null 2>&1

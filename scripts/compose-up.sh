@@ -6,7 +6,8 @@
 # No image registry is needed. Tear down with scripts/compose-down.sh.
 # Env: NOVNC_SCALE (2), XVP_SCALE (2), CONSOLEAUTH_SCALE (2), EDGE_NOVNC_PORT (6080),
 # EDGE_XVP_PORT (6081), CPS_DOCKER_DIR, CPS_SKIP_APT=1.
-# Exit codes: 0 up; 1 failed; 4 dockerd cannot start here (no overlay, no root...).
+# Exit codes: 0 up; 1 failed; 3 dockerd cannot start (not root, daemon error);
+# 4 the kernel has no overlay filesystem.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/compose-lib.sh"
 cd "$ROOT"
@@ -14,7 +15,7 @@ T0=$SECONDS
 NOVNC_SCALE=${NOVNC_SCALE:-2} XVP_SCALE=${XVP_SCALE:-2} CONSOLEAUTH_SCALE=${CONSOLEAUTH_SCALE:-2}
 step() { log "[$((SECONDS - T0))s] $*"; }
 
-[[ $(id -u) == 0 ]] || { log "needs root (dockerd, debootstrap)"; exit 4; }
+[[ $(id -u) == 0 ]] || { log "needs root (dockerd, debootstrap)"; exit 3; }
 
 # 1. Debian packages ----------------------------------------------------------------------
 if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
@@ -37,7 +38,7 @@ else
         exit 4
     fi
     step "starting dockerd (data and sockets under $W)"
-    start_dockerd || exit 4
+    start_dockerd || exit 3
 fi
 
 # 3. base image: debootstrap bookworm with python3, haproxy and redis-server --------------

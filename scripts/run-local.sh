@@ -42,6 +42,21 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 "$BIN/consolectl" status || { echo "services did not come up; logs in $LOGS"; exit 1; }
+# The proxies are not on the bus: wait for their health endpoints, and for every process.
+for _ in $(seq 100); do
+    python3 - <<'PY' && break
+import sys, urllib.request
+try:
+    for url in ("http://127.0.0.1:6080/healthz", "http://127.0.0.1:6082/healthz"):
+        urllib.request.urlopen(url, timeout=1).read()
+except Exception:
+    sys.exit(1)
+PY
+    for pid in "${pids[@]}"; do
+        kill -0 "$pid" 2>/dev/null || { echo "a service failed to start; logs in $LOGS:"; tail -n 3 "$LOGS"/*.log; exit 1; }
+    done
+    sleep 0.2
+done
 
 echo
 echo "Console URLs (tokens are valid for 10 minutes; ask again with: .venv/bin/consolectl get-vnc-console vm-1 novnc):"

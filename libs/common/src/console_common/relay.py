@@ -1,4 +1,4 @@
-"""The relay shared by both proxies: one greenlet per direction over two Streams.
+"""The relay shared by both proxies: a pump per direction over two Streams.
 
 A Stream is anything with recv(n) -> bytes (b"" at EOF), sendall(data), shutdown_write()
 and close(): a TCP socket (TcpStream) or novncproxy's WebSocket adapter. Back-pressure is
@@ -102,36 +102,88 @@ def _pump_quietly(*args: object) -> BaseException | None:
     return None
 
 
+class _DownEnded(BaseException):
+    """Thrown into the relaying greenlet when the target-to-client direction ended first and
+    the client-to-target one must stop: at once if it failed, after ``drain`` if not."""
+
+
+class _DownWatch:
+    """The down direction's link: arms the throw that ends the up direction."""
+
+    __slots__ = ("_glet", "_drain", "_timer", "active", "ended_first")
+
+    def __init__(self, glet: object, drain: float) -> None:
+        self._glet, self._drain = glet, drain
+        self._timer: object | None = None
+        self.active = True
+        self.ended_first = False
+
+    def __call__(self, down: gevent.Greenlet) -> None:  # runs in the hub
+        if not self.active:
+            return
+        self.ended_first = True
+        timer = gevent.get_hub().loop.timer(self._drain if _ok(down) else 0.0)
+        timer.start(self._glet.throw, _DownEnded())  # type: ignore[attr-defined]
+        self._timer = timer
+
+    def cancel(self) -> None:
+        """No throw after this (called as soon as the up direction is over)."""
+        self.active = False
+        if self._timer is not None:
+            self._timer.close()  # type: ignore[attr-defined]
+            self._timer = None
+
+
 def relay(client: Stream, target: Stream, drain: float = 5.0,
           observe_up: Observer | None = None, observe_down: Observer | None = None,
           result: RelayResult | None = None) -> RelayResult:
     """Copy both ways until both directions end (or one fails); close both streams.
 
+    The client-to-target direction runs in the calling greenlet (one greenlet and its
+    stack less per session), the other in a greenlet of its own. Whichever ends first
+    decides, as if both were greenlets: after a clean end (passed on as a half-close) the
+    other direction may finish within ``drain``; a failure ends the relay at once.
+
     ``result.reason``: "client_closed", "target_closed", "client_error: ...",
     "target_error: ..." or "killed" (the session greenlet was killed, e.g. revocation).
     """
     res = result or RelayResult()
-    up = gevent.spawn(copy_context().run, _pump_quietly, client, target, res.totals, "bytes_up",
-                      observe_up)
     down = gevent.spawn(copy_context().run, _pump_quietly, target, client, res.totals,
                         "bytes_down", observe_down)
+    watch = _DownWatch(gevent.getcurrent(), drain)
+    down.rawlink(watch)
     try:
-        first = gevent.wait([up, down], count=1)[0]
-        other = down if first is up else up
-        if _ok(first):
-            res.reason = "client_closed" if first is up else "target_closed"
-            other.join(timeout=drain)
-            if not other.ready():
-                res.reason += "_drain_timeout"
-            elif not _ok(other):
-                res.reason, res.error = _failure(other, other is up)
+        try:
+            up_error = _pump_quietly(client, target, res.totals, "bytes_up", observe_up)
+            up_done = True
+        except _DownEnded:
+            up_error, up_done = None, False
+        finally:
+            watch.cancel()
+        if watch.ended_first:
+            if not _ok(down):
+                res.reason, res.error = _failure(down, False)
+            elif not up_done:
+                res.reason = "target_closed_drain_timeout"
+            elif up_error is not None:
+                res.reason, res.error = _failure_of(up_error, True)
+            else:
+                res.reason = "target_closed"
+        elif up_error is not None:
+            res.reason, res.error = _failure_of(up_error, True)
         else:
-            res.reason, res.error = _failure(first, first is up)
+            res.reason = "client_closed"
+            down.join(timeout=drain)
+            if not down.ready():
+                res.reason += "_drain_timeout"
+            elif not _ok(down):
+                res.reason, res.error = _failure(down, False)
     except gevent.GreenletExit:
         res.reason = "killed"
         raise
     finally:
-        gevent.killall([up, down], block=True, timeout=1)
+        watch.cancel()
+        down.kill(block=True, timeout=1)
         client.close()
         target.close()
     return res
@@ -143,6 +195,10 @@ def _ok(greenlet: gevent.Greenlet) -> bool:
 
 def _failure(greenlet: gevent.Greenlet, is_up: bool) -> tuple[str, BaseException | None]:
     exc = greenlet.value if greenlet.successful() else greenlet.exception
+    return _failure_of(exc, is_up)
+
+
+def _failure_of(exc: BaseException | None, is_up: bool) -> tuple[str, BaseException | None]:
     # A reset is the usual way a peer leaves; which side read or wrote tells who.
     side = "client" if is_up else "target"
     if isinstance(exc, OSError):

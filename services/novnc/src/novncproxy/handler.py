@@ -45,7 +45,7 @@ from gevent.pywsgi import _BAD_REQUEST_RESPONSE, headers_factory
 from geventwebsocket.handler import WebSocketHandler
 
 from novncproxy.app import ConsoleApp, Refused
-from novncproxy.wsstream import WsStream, shutdown_reads
+from novncproxy.wsstream import WsStream, shutdown_reads, take_buffered
 
 log = structlog.get_logger("novncproxy")
 _wslog = logging.getLogger("geventwebsocket")
@@ -162,7 +162,12 @@ class ProxyHandler(WebSocketHandler):
             self.start_response(status, [*headers, ("Connection", "close")])
             return [body]
         prepared = app.prepare_session(verdict)
-        ws = WsStream(self.socket, self.rfile.read1, app.max_message, tls=self.tls)
+        # The rest of the connection is WebSocket frames, read from the socket: the
+        # buffered reader hands over what it holds and is closed (its 8 KiB buffer freed;
+        # the socket stays open for the session).
+        early = take_buffered(self.rfile, self.socket)
+        self.rfile.close()
+        ws = WsStream(self.socket, app.max_message, tls=self.tls, early=early)
         self.websocket = ws
         self.environ.update({"wsgi.websocket": ws, "wsgi.websocket_version": "13",
                              "novncproxy.prepared": prepared})

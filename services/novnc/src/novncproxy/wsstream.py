@@ -4,8 +4,8 @@ Framing is our sans-I/O core (``console_common.websocket``): ``FrameReader`` str
 payload as it arrives (a read costs its own size, never a message's), caps messages from
 the headers alone and refuses unmasked frames; this module only does the I/O around it.
 
-- ``recv(n)``: the next data bytes of a binary or text message (text is relayed as its
-  UTF-8 bytes); answers pings with pongs, echoes a close frame's code and then returns
+- ``recv(n)``: the data bytes in hand, up to ``n``: every data frame already received
+  (of binary or text messages; text is relayed as its UTF-8 bytes), joined; answers pings with pongs, echoes a close frame's code and then returns
   ``b""`` (EOF); a protocol violation is answered with its close code (1002, 1007, 1009)
   and then ends reading like an EOF, with ``close_reason`` naming it for the session log.
 - ``sendall(data)``: one unmasked binary frame per chunk. Small frames go out as one
@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Callable
+from typing import Any
 
 import gevent
 import gevent.lock
@@ -65,19 +65,22 @@ def _binary_header(n: int) -> bytes:
 class WsStream:
     """One accepted WebSocket (after the 101) over a connected (maybe TLS) socket.
 
-    ``read`` is a ``read1``-style callable of the connection (the HTTP server's buffered
-    reader, which may already hold frames the client sent right after its request).
+    ``early``: bytes the client sent right after its request (the HTTP server's buffered
+    reader held them; ``take_buffered``); every read after them goes to the socket.
     """
 
-    def __init__(self, sock: socket.socket, read: Callable[[int], bytes],
-                 max_message: int = 1 << 20, tls: bool = False) -> None:
+    def __init__(self, sock: socket.socket, max_message: int = 1 << 20, tls: bool = False,
+                 early: bytes = b"") -> None:
         self._sock = sock
-        self._read = read
+        self._recv = sock.recv
         self._reader = FrameReader("server", max_message=max_message,
                                    max_buffer=READ_SIZE + 4096)
+        if early:
+            self._reader.receive_data(early)
         self._lock = gevent.lock.Semaphore()
         self._sendall = sock.sendall
         self._sendmsg = None if tls else getattr(sock, "sendmsg", None)
+        self._eof = False  # a close or EOF was read while data was still to be returned
         self.close_sent: int | None = None  # the code we sent (0: a close without code)
         self.close_received: int | None = None  # the peer's code (1005: none)
         self.closed = False
@@ -87,12 +90,20 @@ class WsStream:
     # --- reading -------------------------------------------------------------------------
 
     def recv(self, size: int = READ_SIZE) -> bytes:
+        """The data payload already received, up to ``size`` (one read's worth): every
+        data frame in hand, joined, so a read of many frames is one ``sendall`` on."""
+        if self._eof:
+            return b""
         reader = self._reader
         room = READ_SIZE + 4096
+        parts: list[bytes] = []
+        total = 0
         while True:
             try:
                 event = reader.next_event()
             except ParseFailed as exc:
+                if parts:  # the error is sticky: hand over the data, report it next call
+                    break
                 # Ends this direction like an EOF (the relay passes it on); the session
                 # reads close_reason. Raising would only print a greenlet error.
                 if exc.code != CloseCode.ABNORMAL:
@@ -101,12 +112,17 @@ class WsStream:
                 self.error = f"{exc.code}: {exc.message}"
                 return b""
             if event is NEED_DATA:
-                reader.receive_data(self._read(min(size, room - reader.buffered)))
+                if parts:
+                    break  # never wait for more while holding data
+                reader.receive_data(self._recv(min(size, room - reader.buffered)))
                 continue
             kind = type(event)
             if kind is Data:
                 if event.payload:
-                    return event.payload
+                    parts.append(event.payload)
+                    total += len(event.payload)
+                    if total >= size:
+                        break
             elif kind is Ping:
                 self._send_control(encode_pong(event.payload))
             elif kind is Close:
@@ -114,10 +130,15 @@ class WsStream:
                 if self.close_sent is None:  # echo the peer's code (none for 1005)
                     code = None if event.code == CloseCode.NO_STATUS else event.code
                     self._send_close(code)
-                return b""
+                self._eof = True
+                break
             elif kind is ConnectionClosed:
-                return b""
+                self._eof = True
+                break
             # Pong, or an empty non-final data frame: nothing to relay, read on
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -186,6 +207,23 @@ class WsStream:
         self._send_close(code, reason)
         # The socket itself belongs to the HTTP handler, which closes it once the session
         # returns (closing it here too would let its stale object close a reused fd).
+
+
+def take_buffered(rfile: Any, sock: Any) -> bytes:
+    """Empty the HTTP server's buffered reader without waiting for the peer: what it holds
+    (bytes a client sent right after its request), or what one non-blocking read gives.
+    A client must wait for the 101 before it sends (RFC 6455 4.1), so nothing more can
+    arrive into that buffer: afterwards the socket is read directly, and the caller may
+    close the reader (freeing its buffer)."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        held = rfile.peek()  # never waits now: its buffer, or b"" when nothing is there
+    except OSError:  # would block (TLS says so by raising), or the peer is gone: the
+        return b""   # first real read finds out
+    finally:
+        sock.settimeout(timeout)
+    return rfile.read(len(held)) if held else b""
 
 
 def shutdown_reads(sock: socket.socket) -> None:
