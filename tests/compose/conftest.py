@@ -124,10 +124,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         try:  # keep the container logs for the session's secret scan, then remove it all
             logs = log_dir / "compose-services.log"
             if Path(DOCKER_DIR, "docker.sock").exists():
-                subprocess.run(["docker", "compose", "-p", PROJECT, "-f",
-                                str(REPO / "compose.yaml"), "logs", "--no-color",
-                                "--no-log-prefix"], env=env, stdout=logs.open("w"),
-                               stderr=subprocess.DEVNULL, timeout=60, check=False)
+                with logs.open("w") as out:
+                    subprocess.run(["docker", "compose", "-p", PROJECT, "-f",
+                                    str(REPO / "compose.yaml"), "logs", "--no-color",
+                                    "--no-log-prefix"], env=env, stdout=out,
+                                   stderr=subprocess.DEVNULL, timeout=60, check=False)
                 support.LOG_FILES.append(logs)
         except (OSError, subprocess.SubprocessError):
             pass

@@ -41,12 +41,10 @@ def test_novnc_websocket_through_edge(cluster: Cluster) -> None:
     assert novnc_greeting(cluster, console["token"]) == RFB_GREETING
 
 
-def test_xvp_through_edge(cluster: Cluster) -> None:
-    console = cluster.get_console("xvpvnc")
-    assert console["access_url"].startswith(f"http://127.0.0.1:{cluster.xvp_port}/console?token=")
-    with socket.create_connection(("127.0.0.1", cluster.xvp_port), timeout=10) as sock:
-        sock.settimeout(10)
-        sock.sendall(f"CONNECT /console?token={console['token']} HTTP/1.1\r\n\r\n".encode())
+def xvp_greeting(cluster: Cluster, token: str, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", cluster.xvp_port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(f"CONNECT /console?token={token} HTTP/1.1\r\n\r\n".encode())
         reply = recv_until(sock, b"\r\n\r\n")
         head, _, rest = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK"), reply[:200]
@@ -54,7 +52,13 @@ def test_xvp_through_edge(cluster: Cluster) -> None:
             chunk = sock.recv(64)
             assert chunk, "connection closed before the RFB greeting"
             rest += chunk
-    assert rest[:12] == RFB_GREETING
+    return rest[:len(RFB_GREETING)]
+
+
+def test_xvp_through_edge(cluster: Cluster) -> None:
+    console = cluster.get_console("xvpvnc")
+    assert console["access_url"].startswith(f"http://127.0.0.1:{cluster.xvp_port}/console?token=")
+    assert xvp_greeting(cluster, console["token"]) == RFB_GREETING
 
 
 def test_healthz_and_page_through_edge(cluster: Cluster) -> None:
@@ -65,13 +69,20 @@ def test_healthz_and_page_through_edge(cluster: Cluster) -> None:
 
 
 def test_failover_after_a_replica_dies(cluster: Cluster) -> None:
-    ids = cluster.compose("ps", "-q", "novncproxy").split()
-    assert len(ids) >= 2, f"expected two novncproxy replicas, got {ids}"
-    cluster.docker("kill", ids[0])
-    token = cluster.get_console("novnc")["token"]
+    novnc_token = cluster.get_console("novnc")["token"]
+    xvp_token = cluster.get_console("xvpvnc")["token"]
+    victims = []
+    for service in ("novncproxy", "xvpvncproxy"):
+        ids = cluster.compose("ps", "-q", service).split()
+        assert len(ids) >= 2, f"expected two {service} replicas, got {ids}"
+        victims.append(ids[0])
+    cluster.docker("kill", *victims)
+    # At once, before HAProxy's checks or DNS notice: the dead replica's slot gets its
+    # round-robin turn, its connect times out (no RST) and HAProxy redispatches.
     started = time.monotonic()
-    for _ in range(4):  # round robin: the dead replica's slot is tried too
-        assert novnc_greeting(cluster, token) == RFB_GREETING
+    for _ in range(4):
+        assert novnc_greeting(cluster, novnc_token) == RFB_GREETING
+        assert xvp_greeting(cluster, xvp_token) == RFB_GREETING
     assert time.monotonic() - started < 20
 
 

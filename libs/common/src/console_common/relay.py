@@ -110,7 +110,7 @@ class _DownEnded(BaseException):
 class _DownWatch:
     """The down direction's link: arms the throw that ends the up direction."""
 
-    __slots__ = ("_glet", "_drain", "_timer", "active", "ended_first")
+    __slots__ = ("_drain", "_glet", "_timer", "active", "ended_first")
 
     def __init__(self, glet: object, drain: float) -> None:
         self._glet, self._drain = glet, drain

@@ -175,6 +175,16 @@ class ProxyHandler(WebSocketHandler):
         self.start_response("101 Switching Protocols", list(verdict.accept.headers))
         return None
 
+    def run_websocket(self) -> None:
+        """After the 101: drop what only the HTTP request needed (the parsed head, pywsgi's
+        headers, the full WSGI environ) before the session runs for hours."""
+        env = self.environ
+        self.environ = {"wsgi.websocket": env["wsgi.websocket"],
+                        "novncproxy.prepared": env["novncproxy.prepared"]}
+        self.headers = self._head = self.wsgi_input = None
+        del env
+        super().run_websocket()
+
     # --- logging: structlog events, never a request line --------------------------------------
 
     @property

@@ -173,9 +173,9 @@ class FrameReader:
     a caller reusing a buffer must not overwrite it before that.
     """
 
-    __slots__ = ("_expect_masked", "_max_message", "_max_buffer", "_buf", "_view", "_vdata",
-                 "_vpos", "_eof", "_closed", "_error", "_opcode", "_fin", "_mask",
-                 "_remaining", "_offset", "_msg_opcode", "_msg_size", "_utf8")
+    __slots__ = ("_buf", "_closed", "_eof", "_error", "_expect_masked", "_fin", "_mask",
+                 "_max_buffer", "_max_message", "_msg_opcode", "_msg_size", "_offset",
+                 "_opcode", "_remaining", "_utf8", "_vdata", "_view", "_vpos")
 
     def __init__(
         self,
