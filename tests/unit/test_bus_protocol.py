@@ -205,3 +205,50 @@ def test_encode_request_checks_argument_names():
     raw = encode_request("check_token", {"token": ""})
     with pytest.raises(BadRequest, match="token"):
         decode_request(raw)
+
+
+@pytest.mark.parametrize("obj", [
+    {"v": 1, "method": "check_token", "args": {"token": TOKEN}},
+    {"v": 1, "id": "x", "method": "check_token", "args": {"token": TOKEN}},
+    {"v": 1, "id": None, "method": "check_token", "args": {"token": "t"}},
+    {"v": True, "method": "check_token", "args": {"token": TOKEN}},
+    {"v": 1, "method": "check_token", "args": {"token": ""}},
+    {"v": 1, "method": "check_token", "args": {"token": "x" * 257}},
+    {"v": 1, "method": "check_token", "args": {"token": 5}},
+    {"v": 1, "method": "check_token", "args": {"token": TOKEN, "x": 1}},
+    {"v": 1, "id": 7, "method": "check_token", "args": {"token": TOKEN}},
+    {"v": 1, "id": "i" * 65, "method": "check_token", "args": {"token": TOKEN}},
+    {"v": 1, "method": "check_token", "args": [TOKEN]},
+    {"v": 1, "method": "check_token", "args": {"token": TOKEN}, "extra": 1},
+])
+def test_check_token_fast_path_agrees_with_schema(obj):
+    """The hand-checked hot path accepts exactly what the schemas accept."""
+    from console_common.bus import protocol
+
+    raw = json.dumps(obj).encode()
+    fast = protocol._plain_check_token(json.loads(raw), None)
+    try:
+        env = protocol._REQUEST.load(json.loads(raw))
+        args = protocol.METHODS["check_token"][0].load(env["args"])
+        slow = protocol.Request("check_token", args, env["id"])
+    except Exception:
+        slow = None
+    if fast is not None:
+        assert fast == slow
+    assert (decode_or_none(raw) == slow)
+
+
+def decode_or_none(raw: bytes):
+    try:
+        return decode_request(raw)
+    except RemoteError:
+        return None
+
+
+def test_connect_info_fast_encoding_matches_schema_dump():
+    from console_common.bus.messages import METHODS as M
+
+    info = ConnectInfo("xvpvnc", "h", 5901, "u", 2.5, "/p")
+    fast = json.loads(encode_result("check_token", info, "i"))["result"]
+    assert fast == M["check_token"][1].dump(info.__dict__ if hasattr(info, "__dict__") else
+                                            {f: getattr(info, f) for f in fast})

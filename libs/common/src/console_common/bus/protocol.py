@@ -16,6 +16,8 @@ from marshmallow import ValidationError
 from console_common.bus.errors import BadRequest, BusProtocolError, UnknownMethod, remote_error
 from console_common.bus.messages import (
     FAST_RESULTS,
+    CheckTokenArgs,
+    ConnectInfo,
     METHODS,
     VERSION,
     ReplySchema,
@@ -100,9 +102,32 @@ def encode_request(method: str, args: dict[str, Any] | None = None, id: str | No
     return payload
 
 
+_CHECK_KEYS = ({"v", "method", "args"}, {"v", "id", "method", "args"})
+
+
+def _plain_check_token(obj: dict[str, Any], known: frozenset[str] | None) -> Request | None:
+    """The hot request, accepted by hand only when it is plainly valid: exactly what the
+    schemas would accept. Anything else (even valid) takes the marshmallow path."""
+    if obj.keys() not in _CHECK_KEYS or obj["method"] != "check_token":
+        return None
+    if known is not None and "check_token" not in known:
+        return None
+    v, rid, args = obj["v"], obj.get("id"), obj["args"]
+    if type(v) is not int or v != VERSION or type(args) is not dict or args.keys() != {"token"}:
+        return None
+    if rid is not None and (type(rid) is not str or len(rid) > 64):
+        return None
+    token = args["token"]
+    if type(token) is not str or not 1 <= len(token) <= 256:
+        return None
+    return Request("check_token", CheckTokenArgs(token), rid)
+
+
 def decode_request(data: bytes, known: frozenset[str] | None = None) -> Request:
     """Bytes from a client -> Request with loaded args; raises a RemoteError to reply with."""
     obj = _load_json(data, "request")
+    if (fast := _plain_check_token(obj, known)) is not None:
+        return fast
     try:
         env = _REQUEST.load(obj)
     except ValidationError as exc:
@@ -129,6 +154,11 @@ def request_id(data: bytes) -> str | None:
 
 
 def encode_result(method: str, result: Any, id: str | None = None) -> bytes:
+    if type(result) is ConnectInfo:  # the hot reply: a frozen dataclass, fields fixed
+        dumped = {"console_type": result.console_type, "host": result.host, "port": result.port,
+                  "instance_uuid": result.instance_uuid, "expires_at": result.expires_at,
+                  "internal_access_path": result.internal_access_path}
+        return _dumps({"v": VERSION, "id": id, "ok": True, "result": dumped}).encode()
     plain = _to_plain(result)
     # Results are dumped through the schema so a handler cannot leak extra fields.
     dumped = METHODS[method][1].dump(plain)
