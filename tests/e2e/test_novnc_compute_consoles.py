@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from fakecompute.pattern import NAME_BG, TestPattern
+
 from tests.e2e.cdp import Browser
 from tests.e2e.conftest import require
 from tests.integration._consoles import ctl_json, start_compute, start_consoleauth
