@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import require
 from tests.support import ServiceProcess, free_port, remember_secret, wait_bus, wait_tcp
 
 XVNC = "/usr/bin/Xvnc"
@@ -555,8 +556,7 @@ def test_internal_access_path_is_honoured(stack: Stack, echo_server: TcpServer) 
 
 @pytest.fixture(scope="module")
 def xvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if not os.access(XVNC, os.X_OK):
-        pytest.skip(f"{XVNC} is absent")
+    require(os.access(XVNC, os.X_OK), f"{XVNC} is absent: run scripts/install-system.sh")
     port = free_port()
     display = 50 + port % 40
     log = tmp_path_factory.mktemp("xvnc") / "xvnc.log"

@@ -59,7 +59,7 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
-    def lines(self) -> list[str]:
+    def lines(self) -> list[str]:  # each kind (Counter, Gauge, Histogram) renders its own
         raise NotImplementedError
 
 
