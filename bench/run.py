@@ -3,6 +3,7 @@
     uv run python bench/run.py                  # full: median of 3, idle ramp to 10 000
     uv run python bench/run.py --quick          # short windows, same measures (~3 min)
     uv run python bench/run.py --quick --smoke  # smallest sizes, 1 repetition (make test)
+    uv run python bench/run.py --quick --measures download,echo --only xvpvncproxy
 
 It installs its baselines (Debian ``socat``; websockify + numpy from PyPI into
 ``bench/.venv-baselines``), starts the targets (bench/targets.py), ``consoleauth
@@ -86,6 +87,9 @@ PROFILES = {
                      "10", 1.0),
     "smoke": Profile("smoke", 1, 0.3, 0.1, 50, 10, 0.5, 0.2, (50,), 50, 20.0, "10", 0.3),
 }
+
+
+MEASURES = ("download", "upload", "echo", "sessions", "idle", "bus")
 
 
 class MeasureError(Exception):
@@ -384,6 +388,7 @@ class Bench:
         self.meta: dict = {}
         self.consoleauth_pid = 0
         self.tokens: Tokens | None = None
+        self.measures: set[str] = set(MEASURES)
 
     def fail(self, measure: str, system: str, error: str) -> None:
         self.failures.append({"measure": measure, "system": system, "error": error})
@@ -682,17 +687,19 @@ class Bench:
                 print(f"{name}...", flush=True)
                 phases[name] = now
 
-        for measure in ("download", "upload"):
+        want = self.measures
+        for measure in ("download", "upload", "echo", "sessions"):
+            if measure not in want:  # skipped: empty samples, reported as not measured
+                results[measure] = {s.name: [] for s in self.systems}
+                continue
             phase(measure)
-            results[measure] = self.interleaved(
-                measure, self.systems, lambda s, m=measure: self.throughput(m, s))
-        phase("echo")
-        results["echo"] = self.interleaved("echo", self.systems, self.echo)
-        phase("sessions")
-        results["sessions"] = self.interleaved("sessions", self.systems, self.sessions)
-        phase("idle")
+            fn = {"echo": self.echo, "sessions": self.sessions}.get(
+                measure, lambda s, m=measure: self.throughput(m, s))
+            results[measure] = self.interleaved(measure, self.systems, fn)
         results["idle"] = {}
-        for system in self.systems:
+        if "idle" in want:
+            phase("idle")
+        for system in self.systems if "idle" in want else []:
             if system.name in ("direct", "socat"):
                 continue  # no proxy process of interest (socat forks per session)
             try:
@@ -700,12 +707,13 @@ class Bench:
             except MeasureError as exc:
                 self.fail("idle", system.name, str(exc))
                 results["idle"][system.name] = {"error": str(exc)}
-        phase("bus")
-        try:
-            results["bus"] = self.bus()
-        except MeasureError as exc:
-            self.fail("bus", "consoleauth", str(exc))
-            results["bus"] = []
+        results["bus"] = []
+        if "bus" in want:
+            phase("bus")
+            try:
+                results["bus"] = self.bus()
+            except MeasureError as exc:
+                self.fail("bus", "consoleauth", str(exc))
         phase("")
         self.meta["measure_seconds"] = round(time.monotonic() - t0, 1)
         return results
@@ -966,6 +974,8 @@ def main() -> int:
                     help="with --quick: smallest sizes, 1 repetition (a check that it runs)")
     ap.add_argument("--only", help="comma list of systems (direct is always kept)")
     ap.add_argument("--reps", type=int, help="override the repetitions of the profile")
+    ap.add_argument("--measures", default=",".join(MEASURES),
+                    help=f"comma list of measures to run (default: all of {','.join(MEASURES)})")
     args = ap.parse_args()
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.reps:
@@ -974,7 +984,13 @@ def main() -> int:
     meta = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": name, "cpus": cpus, "python": platform.python_version(),
             "mode": profile.name, "loadavg_start": loadavg()}
+    measures = [m for m in args.measures.split(",") if m]
+    unknown = set(measures) - set(MEASURES)
+    if unknown:
+        ap.error(f"--measures: unknown {', '.join(sorted(unknown))} "
+                 f"(expected a comma list of {', '.join(MEASURES)})")
     bench = Bench(profile, set(args.only.split(",")) if args.only else None)
+    bench.measures = set(measures)
     bench.meta = meta
 
     def on_signal(signum, frame):

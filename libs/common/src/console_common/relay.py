@@ -5,6 +5,12 @@ and close(): a TCP socket (TcpStream) or novncproxy's WebSocket adapter. Back-pr
 natural: a direction holds at most one read (CHUNK) in hand and sendall blocks while the
 other side is slow. EOF on one side is passed on as a half-close; the other direction may
 still finish within ``drain`` seconds.
+
+Bulk directions go zero-copy: once a read fills BULK bytes (a framebuffer stream, a file
+upload) and the session observer has seen the handshake, a direction whose source offers a
+raw descriptor (``splice_fd``) and whose destination can send from a pipe (``send_pipe``)
+moves on through splice(2) (``console_common.splice``). Interactive traffic (keys, small
+updates) never gets there and keeps its two syscalls per message.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from typing import Protocol
 
 import gevent
 
+from console_common import splice
+
 CHUNK = 256 * 1024
+BULK = 64 * 1024  # a read this large means a bulk stream: worth a pipe (two descriptors)
+_SPLICE = splice.available()
 
 
 class Stream(Protocol):
@@ -30,7 +40,7 @@ class Stream(Protocol):
 class TcpStream:
     """A connected gevent TCP socket as a Stream (TCP_NODELAY: VNC is interactive)."""
 
-    __slots__ = ("sock", "recv", "sendall")
+    __slots__ = ("sock", "recv", "sendall", "_pending")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -40,11 +50,13 @@ class TcpStream:
             pass  # not TCP (a unix socket in tests): nothing to tune
         self.recv = sock.recv
         self.sendall = sock.sendall
+        self._pending: list[bytes] = []
 
     def prepend(self, data: bytes) -> None:
         """Yield ``data`` before anything else read from the socket (bytes that arrived
         with a CONNECT answer or an xvp preamble)."""
-        sock_recv, pending = self.sock.recv, [data]
+        sock_recv, pending = self.sock.recv, self._pending
+        pending.append(data)
 
         def recv(size: int) -> bytes:
             # Callers may hold on to this bound function (pump does), so it must keep
@@ -54,6 +66,14 @@ class TcpStream:
             return sock_recv(size)
 
         self.recv = recv
+
+    @property
+    def splice_fd(self) -> int | None:
+        """The raw descriptor for splice(2), once no prepended bytes are left to read."""
+        return None if self._pending else self.sock.fileno()
+
+    def send_pipe(self, pipe: splice.Pipe) -> None:
+        pipe.drain()
 
     def shutdown_write(self) -> None:
         try:
@@ -74,7 +94,8 @@ class RelayResult:
         self.error: BaseException | None = None
 
 
-Observer = Callable[[bytes], None]
+# Fed each chunk of one direction; returns False once it wants no more (handshake seen).
+Observer = Callable[[bytes], bool]
 
 
 def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
@@ -83,13 +104,35 @@ def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
     n = 0
     try:
         while data := recv(chunk):
-            if observe is not None:
-                observe(data)
+            if observe is not None and not observe(data):
+                observe = None
             sendall(data)  # blocks while dst is slow: back-pressure, no queue
             n += len(data)
+            if len(data) >= BULK and observe is None and _SPLICE:
+                src_fd = getattr(src, "splice_fd", None)
+                dst_fd = getattr(dst, "splice_fd", None)
+                if src_fd is not None and dst_fd is not None:
+                    moved = [0]
+                    try:
+                        _splice_pump(src_fd, dst_fd, dst, chunk, moved)
+                    finally:
+                        n += moved[0]
+                    break
     finally:
         totals[key] += n
     dst.shutdown_write()  # pass the EOF on, keep the other direction open
+
+
+def _splice_pump(src_fd: int, dst_fd: int, dst: Stream, chunk: int, moved: list[int]) -> None:
+    """The rest of a direction through a pipe, until EOF; ``moved[0]`` counts bytes sent."""
+    pipe = splice.Pipe(src_fd, dst_fd)
+    send_pipe = dst.send_pipe  # type: ignore[attr-defined]
+    try:
+        while n := pipe.fill(chunk):
+            send_pipe(pipe)  # waits while dst is slow: the pipe is the only buffer
+            moved[0] += n
+    finally:
+        pipe.close()
 
 
 def _pump_quietly(*args: object) -> BaseException | None:

@@ -20,7 +20,7 @@ with ``session_id``, ``token_id`` (never the token), ``instance_uuid``, ``client
 ``target``; the end adds ``bytes_up``, ``bytes_down``, ``duration_s``, ``close_reason`` and
 what the passive ``RFBObserver`` learnt (``rfb_version``, ``security_type``,
 ``desktop_name``). The observer is fed through the relay's observe hooks only until the
-RFB handshake is done (or it gave up); afterwards a hook is one attribute test per chunk.
+RFB handshake is done (or it gave up); afterwards the relay stops calling them.
 
 ``close_reason`` is short and stable (for logs and metrics): ``client_closed``,
 ``target_closed``, ``client_error``, ``target_error``, ``connect_failed``, ``shutdown``,
@@ -91,13 +91,15 @@ class Session:
         observer = self.observer
         up = down = None
         if observer is not None:
-            def up(data: bytes) -> None:
+            def up(data: bytes) -> bool:
                 if observer.active:
                     observer.client_data(data)
+                return observer.active
 
-            def down(data: bytes) -> None:
+            def down(data: bytes) -> bool:
                 if observer.active:
                     observer.server_data(data)
+                return observer.active
 
         result = RelayResult()
         self.result = result

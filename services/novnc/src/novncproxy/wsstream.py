@@ -11,6 +11,9 @@ the headers alone and refuses unmasked frames; this module only does the I/O aro
 - ``sendall(data)``: one unmasked binary frame per chunk. Small frames go out as one
   buffer; large ones as header + payload in one ``sendmsg`` (no copy of the payload) on
   plain TCP, one joined buffer over TLS (which copies into records anyway).
+- ``send_pipe(pipe)``: the relay's zero-copy path for bulk target data (plain TCP only,
+  ``splice_fd`` is None over TLS): one binary frame per pipe load, its header sent with
+  MSG_MORE and the payload spliced from the pipe, never copied through Python.
 - ``shutdown_write()``: close 1000 (the target ended). ``close(code, reason)``: the
   close frame if none went out yet, then the socket. ``cut(code, reason)``: from another
   greenlet (shutdown 1001, revocation 1008): send the close frame, then end our reads so
@@ -157,6 +160,18 @@ class WsStream:
                 self._sendall(data)
             elif sent - len(header) < n:
                 self._sendall(memoryview(data)[sent - len(header):])
+
+    @property
+    def splice_fd(self) -> int | None:
+        return None if self._sendmsg is None else self._sock.fileno()
+
+    def send_pipe(self, pipe: Any) -> None:
+        if self.close_sent is not None:
+            pipe.discard()
+            return
+        with self._lock:
+            pipe.send_header(self._sock, _binary_header(pipe.held))
+            pipe.drain()
 
     def _send_control(self, frame: bytes) -> None:
         if self.close_sent is not None:

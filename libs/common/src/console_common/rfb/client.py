@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections import deque
 
 from .auth import CHALLENGE_SIZE, vnc_des_response
+from .connection import RFBConnection
 from .errors import RFBAuthError, RFBLocalError, RFBProtocolError
 from .events import (
     ENCODING_COPY_RECT,
@@ -26,10 +26,7 @@ from .events import (
     AuthResult,
     Bell,
     ClientEvent,
-    ConnectionClosed,
-    Event,
     FramebufferUpdate,
-    Need,
     PixelFormat,
     ProtocolVersion,
     Rectangle,
@@ -42,7 +39,6 @@ from .events import (
 from .messages import (
     KNOWN_VERSIONS,
     VERSION_SIZE,
-    ReceiveBuffer,
     Version,
     check_version_prefix,
     decode_server_init,
@@ -70,7 +66,7 @@ class ClientState(enum.Enum):
     ERROR = "error"
 
 
-class RFBClientConnection:
+class RFBClientConnection(RFBConnection):
     """One RFB connection seen from the client side.
 
     Picks the first security type in the server's order that it can do: None, or VNC
@@ -87,6 +83,7 @@ class RFBClientConnection:
     ) -> None:
         if version not in KNOWN_VERSIONS:
             raise ValueError(f"RFB version must be one of {KNOWN_VERSIONS}, got {version}")
+        super().__init__()
         self.version: Version | None = None  # negotiated
         self.security_type: int | None = None
         self.width = 0
@@ -99,55 +96,15 @@ class RFBClientConnection:
         self._ours = version
         self._max_cut = max_cut_text
         self._max_rect = max_rect_bytes
-        self._buf = ReceiveBuffer()
-        self._out = bytearray()
-        self._pending: deque = deque()
         self._rects: list[Rectangle] = []
         self._rects_left: int | None = None  # inside a FramebufferUpdate when not None
 
-    # --- I/O-facing API ---------------------------------------------------------------
+    # --- I/O-facing API: receive_data, data_to_send, trailing_data, next_event (base) ----
 
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the server; ``b""`` means EOF."""
-        self._buf.feed(data)
-
-    def data_to_send(self) -> bytes:
-        """Bytes the handshake queued for the server."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    @property
-    def trailing_data(self) -> tuple[bytes, bool]:
-        """(bytes received but not yet parsed, EOF seen).
-
-        Inside a FramebufferUpdate the header and the rectangles already complete are held
-        by the parser, not in these bytes.
-        """
-        return bytes(self._buf.data), self._buf.eof
-
-    def next_event(self) -> Event | Need:
-        if self.state is ClientState.ERROR:
-            raise RFBProtocolError("connection is in the error state after a protocol error")
-        if self._pending:
-            return self._pending.popleft()
-        try:
-            event = self._next_event()
-        except RFBProtocolError:
-            self.state = ClientState.ERROR
-            raise
-        if event is NEED_DATA and self._buf.eof:
-            if (
-                not self._buf.data and self._rects_left is None
-            ) or self.state is ClientState.CLOSED:
-                self.state = ClientState.CLOSED
-                return ConnectionClosed()
-            phase, self.state = self.state, ClientState.ERROR
-            raise RFBProtocolError(
-                f"connection closed in the middle of a message ({phase.value} phase, "
-                f"{len(self._buf)} bytes pending)"
-            )
-        return event
+    def _clean_eof(self) -> bool:
+        # Inside a FramebufferUpdate the parser holds the header and the rectangles
+        # already complete, not these bytes: an EOF there is mid-message too.
+        return not self._buf.data and self._rects_left is None
 
     def send(self, event: ClientEvent) -> bytes:
         """Encode a client message (normal phase only)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections import deque
 
 from .auth import CHALLENGE_SIZE, vnc_check_response
+from .connection import RFBConnection
 from .errors import RFBAuthError, RFBLocalError, RFBProtocolError
 from .events import (
     BGRX32,
@@ -23,10 +23,7 @@ from .events import (
     SECURITY_VNC_AUTH,
     AuthResult,
     ClientInit,
-    ConnectionClosed,
-    Event,
     FramebufferUpdate,
-    Need,
     PixelFormat,
     ProtocolVersion,
     SecurityChosen,
@@ -38,7 +35,6 @@ from .events import (
 from .messages import (
     KNOWN_VERSIONS,
     VERSION_SIZE,
-    ReceiveBuffer,
     Version,
     check_version_prefix,
     client_message_size,
@@ -65,7 +61,7 @@ class ServerState(enum.Enum):
     ERROR = "error"
 
 
-class RFBServerConnection:
+class RFBServerConnection(RFBConnection):
     """One RFB connection seen from the server side.
 
     ``password`` None offers security type None, else VNC Authentication with
@@ -87,6 +83,7 @@ class RFBServerConnection:
             raise ValueError(f"RFB version must be one of {KNOWN_VERSIONS}, got {version}")
         if password is not None and (challenge is None or len(challenge) != CHALLENGE_SIZE):
             raise ValueError("VNC authentication needs a 16-byte random challenge")
+        super().__init__(encode_version(version))  # a server speaks first
         self.name = name
         self.width = width
         self.height = height
@@ -100,47 +97,8 @@ class RFBServerConnection:
         self._password = password
         self._challenge = challenge
         self._max_cut = max_cut_text
-        self._buf = ReceiveBuffer()
-        self._out = bytearray(encode_version(version))
-        self._pending: deque = deque()
 
-    # --- I/O-facing API ---------------------------------------------------------------
-
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the client; ``b""`` means EOF."""
-        self._buf.feed(data)
-
-    def data_to_send(self) -> bytes:
-        """Bytes the handshake queued for the client (starts with our ProtocolVersion)."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    @property
-    def trailing_data(self) -> tuple[bytes, bool]:
-        """(bytes received but not yet parsed, EOF seen)."""
-        return bytes(self._buf.data), self._buf.eof
-
-    def next_event(self) -> Event | Need:
-        if self.state is ServerState.ERROR:
-            raise RFBProtocolError("connection is in the error state after a protocol error")
-        if self._pending:
-            return self._pending.popleft()
-        try:
-            event = self._next_event()
-        except RFBProtocolError:
-            self.state = ServerState.ERROR
-            raise
-        if event is NEED_DATA and self._buf.eof:
-            if not self._buf.data or self.state is ServerState.CLOSED:
-                self.state = ServerState.CLOSED
-                return ConnectionClosed()
-            phase, self.state = self.state, ServerState.ERROR
-            raise RFBProtocolError(
-                f"connection closed in the middle of a message ({phase.value} phase, "
-                f"{len(self._buf)} bytes pending)"
-            )
-        return event
+    # --- I/O-facing API: receive_data, data_to_send, trailing_data, next_event (base) ----
 
     def send(self, event: ServerEvent) -> bytes:
         """Encode a server message (normal phase only); the Raw data size is checked
