@@ -21,6 +21,7 @@ run: setup ## Start a local cluster on embedded defaults and print console URLs 
 
 test: system setup ## Install everything the tests need and run the whole suite
 	bash scripts/install-autobahn.sh
+	$(UV) run ruff check libs services tests bench
 	$(UV) run lint-imports
 	set +e; $(UV) run pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

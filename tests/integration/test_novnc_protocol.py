@@ -725,6 +725,10 @@ def test_tls_only(tmp_path: Path, echo_server: TcpServer, cert_files: tuple[Path
             assert ws.reply.status == 101
             ws.send(frame(0x2, b"over tls" * 5000))
             assert ws.recv_bytes(40000) == b"over tls" * 5000
+            bulk = os.urandom(1 << 20)  # bulk both ways: TLS never takes the splice path
+            for i in range(0, len(bulk), 256 << 10):
+                ws.send(frame(0x2, bulk[i:i + (256 << 10)]))
+            assert ws.recv_bytes(len(bulk)) == bulk
             ws.close()
             ws = WsClient(port, f"/websockify?token={token}", tls=True,
                           origin=f"http://127.0.0.1:{port}")

@@ -137,3 +137,27 @@ def test_websocket_destination_gets_binary_frames_from_the_pipe(
     target_far.close()
     glet.get(timeout=5)
     client_near.close()  # the HTTP handler's socket: WsStream leaves it open
+
+
+def test_websocket_source_is_unmasked_not_spliced(pipes_made: list[splice.Pipe]) -> None:
+    """Bulk client data over a WebSocket must reach the target unmasked: that direction
+    copies through Python even when it is bulk."""
+    from console_common.websocket import encode_binary
+
+    client_far, client_near = tcp_pair()
+    target_near, target_far = tcp_pair()
+    ws = WsStream(client_near, max_message=1 << 20)
+    glet = gevent.spawn(relay, ws, TcpStream(target_near), 5.0)
+    data = payload(8 << 20)
+    frames = [encode_binary(data[i:i + (256 << 10)], mask=os.urandom(4))
+              for i in range(0, len(data), 256 << 10)]
+    gevent.spawn(client_far.sendall, b"".join(frames))
+    got = bytearray()
+    while len(got) < len(data):
+        got += target_far.recv(256 * 1024)
+    assert bytes(got) == data
+    assert pipes_made == []
+    client_far.close()
+    target_far.close()
+    glet.get(timeout=5)
+    client_near.close()

@@ -8,8 +8,8 @@ still finish within ``drain`` seconds.
 
 Bulk directions go zero-copy: once a read fills BULK bytes (a framebuffer stream, a file
 upload) and the session observer has seen the handshake, a direction whose source offers a
-raw descriptor (``splice_fd``) and whose destination can send from a pipe (``send_pipe``)
-moves on through splice(2) (``console_common.splice``). Interactive traffic (keys, small
+raw descriptor (``splice_fd``, ``fill_pipe``) and whose destination can send from a pipe
+(``splice_fd``, ``send_pipe``) moves on through splice(2) (``console_common.splice``). Interactive traffic (keys, small
 updates) never gets there and keeps its two syscalls per message.
 """
 
@@ -72,6 +72,9 @@ class TcpStream:
         """The raw descriptor for splice(2), once no prepended bytes are left to read."""
         return None if self._pending else self.sock.fileno()
 
+    def fill_pipe(self, pipe: splice.Pipe, size: int) -> int:
+        return pipe.fill(size)
+
     def send_pipe(self, pipe: splice.Pipe) -> None:
         pipe.drain()
 
@@ -108,13 +111,16 @@ def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
                 observe = None
             sendall(data)  # blocks while dst is slow: back-pressure, no queue
             n += len(data)
-            if len(data) >= BULK and observe is None and _SPLICE:
-                src_fd = getattr(src, "splice_fd", None)
-                dst_fd = getattr(dst, "splice_fd", None)
+            if (len(data) >= BULK and observe is None and _SPLICE
+                    and hasattr(src, "fill_pipe") and hasattr(dst, "send_pipe")):
+                # only a stream whose bytes pass unchanged can fill a pipe (not a
+                # WebSocket reader: its bytes need unmasking)
+                src_fd = src.splice_fd  # type: ignore[attr-defined]
+                dst_fd = dst.splice_fd  # type: ignore[attr-defined]
                 if src_fd is not None and dst_fd is not None:
                     moved = [0]
                     try:
-                        _splice_pump(src_fd, dst_fd, dst, chunk, moved)
+                        _splice_pump(src_fd, dst_fd, src, dst, moved)
                     finally:
                         n += moved[0]
                     break
@@ -123,12 +129,14 @@ def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
     dst.shutdown_write()  # pass the EOF on, keep the other direction open
 
 
-def _splice_pump(src_fd: int, dst_fd: int, dst: Stream, chunk: int, moved: list[int]) -> None:
+def _splice_pump(src_fd: int, dst_fd: int, src: Stream, dst: Stream,
+                 moved: list[int]) -> None:
     """The rest of a direction through a pipe, until EOF; ``moved[0]`` counts bytes sent."""
     pipe = splice.Pipe(src_fd, dst_fd)
+    fill_pipe = src.fill_pipe  # type: ignore[attr-defined]
     send_pipe = dst.send_pipe  # type: ignore[attr-defined]
     try:
-        while n := pipe.fill(chunk):
+        while n := fill_pipe(pipe, splice.PIPE_SIZE):
             send_pipe(pipe)  # waits while dst is slow: the pipe is the only buffer
             moved[0] += n
     finally:

@@ -408,6 +408,25 @@ class _GuardedTarget:
             self._ws.cut_target_lost()
             raise
 
+    # the relay's zero-copy path (console_common.splice), guarded the same way
+    @property
+    def splice_fd(self) -> int | None:
+        return getattr(self._stream, "splice_fd", None)
+
+    def fill_pipe(self, pipe: Any, size: int) -> int:
+        try:
+            return self._stream.fill_pipe(pipe, size)  # type: ignore[attr-defined]
+        except OSError:
+            self._ws.cut_target_lost()
+            raise
+
+    def send_pipe(self, pipe: Any) -> None:
+        try:
+            self._stream.send_pipe(pipe)  # type: ignore[attr-defined]
+        except OSError:
+            self._ws.cut_target_lost()
+            raise
+
     def shutdown_write(self) -> None:
         self._stream.shutdown_write()
 

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import gevent
 import zmq
 from gevent.socket import wait_read
 
