@@ -95,21 +95,24 @@ def test_small_messages_never_make_a_pipe(pipes_made: list[splice.Pipe]) -> None
 
 
 def test_a_slow_reader_slows_the_spliced_writer() -> None:
-    """Back-pressure: the pipe is the only buffer, so a reader taking 1 MiB per 10 ms
+    """Back-pressure: the pipe is the only buffer of ours, so a reader pausing after every read
     holds the sender back instead of the proxy's memory growing."""
     client_far, client_near = tcp_pair()
+    client_far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # no autotuning
     target_near, target_far = tcp_pair()
     glet = gevent.spawn(relay, TcpStream(client_near), TcpStream(target_near), 5.0)
-    data = payload(24 << 20)
+    data = payload(64 << 20)  # more than the kernel's socket buffers and the pipe hold
     sender = gevent.spawn(lambda: (target_far.sendall(data), target_far.close()))
-    gevent.sleep(0.2)
-    assert not sender.ready()  # socket buffers + one pipe cannot hold 24 MiB
-    got = drain_socket(client_far, 1 << 20, slow=0.005)
-    sender.get(timeout=10)
-    client_far.close()
-    glet.get(timeout=5)
-    target_far.close()
-    assert got == data
+    try:
+        gevent.sleep(0.3)
+        assert not sender.ready()
+        got = drain_socket(client_far, 1 << 20, slow=0.001)
+        sender.get(timeout=20)
+        glet.get(timeout=5)
+        assert got == data
+    finally:
+        client_far.close()
+        target_far.close()
 
 
 def test_websocket_destination_gets_binary_frames_from_the_pipe(
