@@ -364,6 +364,9 @@ def test_binary_echo_of_megabytes_is_exact(stack: Stack, echo_server: TcpServer)
     assert end["token_id"] and end["instance_uuid"] == "vm-test"
     assert {"session_id", "client", "target", "duration_s"} <= end.keys()
     ws.close()
+    time.sleep(0.2)  # the handler's own end, after session.end
+    errors = [x for x in stack.proxy.lines() if x.get("level") in ("error", "critical")]
+    assert errors == []  # an ordinary session ends without an error line
 
 
 def test_text_frames_are_relayed_and_pings_answered(stack: Stack, echo_server: TcpServer) -> None:

@@ -14,6 +14,7 @@ import time
 import gevent
 from gevent import socket as gsocket
 
+from console_common.addresses import ip_family
 from console_common.httphead import NEED_DATA, HeadError, StatusReader
 from console_common.relay import TcpStream
 
@@ -34,7 +35,7 @@ def connect_target(host: str, port: int, timeout: float,
     deadline = time.monotonic() + timeout
     try:
         with gevent.Timeout(timeout, TimeoutError("connect timed out")):
-            sock = gsocket.create_connection((host, port), timeout=timeout)
+            sock = _connect(host, port, timeout)
     except TimeoutError as exc:
         raise TargetUnreachable(target, f"timed out after {timeout:g}s") from exc
     except OSError as exc:
@@ -54,6 +55,23 @@ def connect_target(host: str, port: int, timeout: float,
     if leftover:
         stream.prepend(leftover)
     return stream
+
+
+def _connect(host: str, port: int, timeout: float) -> gsocket.socket:
+    """A connected socket. An IP address (what compute hosts report) is connected to
+    directly: create_connection would still pass it through getaddrinfo, which gevent runs
+    in its resolver thread pool, a thread hand-off per session."""
+    family = ip_family(host)
+    if family is None:
+        return gsocket.create_connection((host, port), timeout=timeout)
+    sock = gsocket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _connect_through(sock: socket.socket, path: str, deadline: float) -> bytes:

@@ -65,6 +65,19 @@ def _has_token(value: str | None, token: str) -> bool:
     return bool(value) and token in (t.strip().lower() for t in value.split(","))  # type: ignore[union-attr]
 
 
+class _NoInput:
+    """Stands in for pywsgi's request body reader once a session runs (nothing to discard:
+    the upgrade request had no body, and the reader's buffers are better freed)."""
+
+    __slots__ = ()
+
+    def _discard(self) -> None:
+        pass
+
+
+_NO_INPUT = _NoInput()
+
+
 class ProxyHandler(WebSocketHandler):
     _head: Request | None = None
     _requestline = ""
@@ -181,7 +194,8 @@ class ProxyHandler(WebSocketHandler):
         env = self.environ
         self.environ = {"wsgi.websocket": env["wsgi.websocket"],
                         "novncproxy.prepared": env["novncproxy.prepared"]}
-        self.headers = self._head = self.wsgi_input = None
+        self.headers = self._head = None
+        self.wsgi_input = _NO_INPUT  # pywsgi calls wsgi_input._discard() after the session
         del env
         super().run_websocket()
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import zmq
 from gevent.socket import wait_read
 
+from console_common.addresses import ip_family
 from console_common.bus.errors import BusUnavailable
 from console_common.bus.protocol import decode_reply, encode_request
 
@@ -49,7 +50,7 @@ def expand_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
     for ep in endpoints:
         parts = urlsplit(ep)
         host = parts.hostname
-        if parts.scheme != "tcp" or not host or _is_ip(host) or host == "*":
+        if parts.scheme != "tcp" or not host or ip_family(host) is not None or host == "*":
             out.append(ep)
             continue
         try:
@@ -61,16 +62,6 @@ def expand_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
         out += [f"tcp://[{a}]:{parts.port}" if ":" in a else f"tcp://{a}:{parts.port}"
                 for a in addrs]
     return tuple(dict.fromkeys(out))
-
-
-def _is_ip(host: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return True
-        except OSError:
-            pass
-    return False
 
 
 def _wait_readable(sock: zmq.Socket, deadline: float) -> bool:
