@@ -811,7 +811,9 @@ def targets(summary: dict, results: dict, meta: dict) -> list[dict]:
         idle = results["idle"].get(name, {})
         row = idle.get("levels", {}).get(str(goal_n))
         ws_max = results["idle"].get("websockify", {}).get("max_alive")
-        if row is None:
+        if not idle:
+            add("idle sessions", name, None, "sessions", "10000 alive at <= 50 KiB each", None)
+        elif row is None:
             top = max(meta.get("idle_levels") or [0])
             add("idle sessions", name, idle.get("max_alive"), "sessions",
                 "10000 alive at <= 50 KiB each", None if top < goal_n else False,
