@@ -1,15 +1,23 @@
-"""Bus client: the Lazy Pirate pattern on zmq.green, safe from many greenlets at once.
+"""Bus client: the Lazy Pirate pattern over one multiplexed connection per endpoint.
 
-Every call has one deadline (``timeout``) covering all its attempts. Each attempt uses a
-REQ socket of its own, taken from a small pool of idle connected sockets (saves a connect
-per call); a socket whose reply did not come is closed (LINGER 0), never reused, because a
-REQ socket is unusable after a lost reply. Attempts fail over along the endpoint list.
+Every call has one deadline (``timeout``) covering all its attempts; attempts fail over
+along the endpoint list. Concurrent calls from many greenlets to one endpoint share one
+DEALER socket (a channel): each request carries its id in a routing frame before the
+empty delimiter (``[id, b"", body]``), which a ROUTER server echoes back untouched, so a
+reply finds its caller whatever the order; REQ clients talk to the same server unchanged.
+Sharing lets libzmq put many requests in one TCP write and wake its I/O threads once for
+them: about twice the checks per second of a REQ socket per call, measured.
 
-Waiting is done the zmq.green way but without its per-socket machinery (which costs more
-than a whole request and, reusing sockets quickly, was seen to miss a wake-up): sockets
-come from a plain context of our own, every call is non-blocking, and the greenlet sleeps
-on the socket's fd through the hub (``wait_read``) only after ZMQ_EVENTS says nothing is
-queued. The fd is edge-style, so EVENTS is always checked before sleeping.
+Lazy Pirate still holds: when a call's attempt gets no reply in its share of the deadline
+and nothing at all came back on that channel since the request went out, the connection
+is taken for dead: the socket is closed (LINGER 0) and rebuilt for the next attempt, and
+the other calls waiting on it move on to their next attempt at once. A late reply to a
+call that gave up is dropped.
+
+Waiting is done without zmq.green's per-socket machinery: sockets come from a plain
+context of our own, every zmq call is non-blocking, and one reader greenlet per channel
+sleeps on the socket's fd through the hub. The fd is edge-style: whoever checks ZMQ_EVENTS
+(a send does, inside libzmq) drains what is queued.
 """
 
 from __future__ import annotations
@@ -22,15 +30,14 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent
+import gevent.event
 import zmq
-from gevent.socket import wait_read
+from gevent import get_hub
 
 from console_common.addresses import ip_family
 from console_common.bus.errors import BusUnavailable
 from console_common.bus.protocol import decode_reply, encode_request
-
-MAX_IDLE_PER_ENDPOINT = 64
-
 
 _CONTEXT: zmq.Context | None = None
 
@@ -64,18 +71,72 @@ def expand_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _wait_readable(sock: zmq.Socket, deadline: float) -> bool:
-    """Sleep this greenlet until ``sock`` has a message or ``deadline`` passes."""
-    fd = sock.getsockopt(zmq.FD)
-    while not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
+class _ChannelReset(Exception):
+    """The channel a call waited on was taken for dead and rebuilt: try the next one."""
+
+
+class _Channel:
+    """One DEALER connection to one endpoint, shared by every call to it."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        sock.connect(endpoint)
+        self.endpoint = endpoint
+        self.sock = sock
+        self.waiting: dict[bytes, gevent.event.AsyncResult] = {}
+        self.last_reply = 0.0  # monotonic time of the last reply that came in
+        self.closed = False
+        self._ready = get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
+        self._reader = gevent.spawn(self._read_loop)
+
+    def send(self, rid: bytes, payload: bytes) -> gevent.event.AsyncResult:
+        """Queue a request; raises zmq.ZMQError when it cannot (the queue is full)."""
+        waiter = gevent.event.AsyncResult()
+        self.waiting[rid] = waiter
         try:
-            wait_read(fd, timeout=remaining)
-        except TimeoutError:
-            return False
-    return True
+            self.sock.send_multipart((rid, b"", payload), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            del self.waiting[rid]
+            raise
+        self._dispatch()  # the send may have taken the fd's edge: read what is queued
+        return waiter
+
+    def _dispatch(self) -> None:
+        sock, waiting = self.sock, self.waiting
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            self.last_reply = time.monotonic()
+            if len(frames) == 3 and not frames[1]:
+                waiter = waiting.pop(frames[0], None)
+                if waiter is not None:
+                    waiter.set(frames[2])
+            # else: not shaped like our reply (or its caller gave up): dropped
+
+    def _read_loop(self) -> None:
+        hub = get_hub()
+        while not self.closed:
+            try:
+                self._dispatch()
+            except zmq.ZMQError:
+                if self.closed:
+                    return
+                raise
+            hub.wait(self._ready)
+
+    def close(self) -> None:
+        """Close at once; every call still waiting here moves on to its next attempt."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._reader is not gevent.getcurrent():
+            self._reader.kill(block=True, timeout=1)  # before its watcher goes
+        self._ready.close()
+        self.sock.close(linger=0)
+        waiting, self.waiting = self.waiting, {}
+        for waiter in waiting.values():
+            waiter.set_exception(_ChannelReset(self.endpoint))
 
 
 class BusClient:
@@ -88,7 +149,7 @@ class BusClient:
         self._timeout = float(timeout)
         self._attempts = max(1, attempts)
         self._ctx = context or _context()
-        self._idle: dict[str, list[zmq.Socket]] = {}
+        self._channels: dict[str, _Channel] = {}
         self._turn = itertools.count()
         self._ids = itertools.count()
         self._prefix = os.urandom(4).hex()
@@ -106,6 +167,7 @@ class BusClient:
         """Call ``method``; returns its result or raises RemoteError / BusUnavailable."""
         rid = f"{self._prefix}-{next(self._ids)}"
         payload = encode_request(method, args, rid)  # schema-checked, size-capped
+        key = rid.encode()
         deadline = time.monotonic() + self._timeout
         first = next(self._turn)
         count = len(self._endpoints)
@@ -116,49 +178,48 @@ class BusClient:
                 break
             endpoint = self._endpoints[(first + attempt) % count]
             share = remaining / (self._attempts - attempt)
-            sock = self._take(endpoint)
-            answered = False
+            channel = self._channel(endpoint)
+            sent_at = time.monotonic()
             try:
-                sock.send(payload, zmq.NOBLOCK)
-                if _wait_readable(sock, time.monotonic() + share):
-                    data = sock.recv(zmq.NOBLOCK)
-                    answered = True
-                    return decode_reply(data, method, rid)
-                detail = f"last try {endpoint}: no reply in {share:.2g}s"
+                waiter = channel.send(key, payload)
             except zmq.ZMQError as exc:
                 detail = f"last try {endpoint}: {exc}"
-            finally:
-                if answered and not self._closed:
-                    self._give(endpoint, sock)
-                else:
-                    sock.close(linger=0)
+                self._reset(channel)
+                continue
+            try:
+                data = waiter.get(timeout=share)
+            except gevent.Timeout:
+                channel.waiting.pop(key, None)
+                detail = f"last try {endpoint}: no reply in {share:.2g}s"
+                if channel.last_reply < sent_at:
+                    self._reset(channel)  # silent since we sent: a fresh socket next time
+                continue
+            except _ChannelReset:
+                detail = f"last try {endpoint}: connection reset after a timeout"
+                continue
+            return decode_reply(data, method, rid)
         raise BusUnavailable(self._names, self._timeout, detail)
 
-    def _take(self, endpoint: str) -> zmq.Socket:
-        idle = self._idle.get(endpoint)
-        if idle:
-            return idle.pop()
-        sock = self._ctx.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
-        sock.connect(endpoint)
-        return sock
+    def _channel(self, endpoint: str) -> _Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None or channel.closed:
+            if self._closed:
+                raise BusUnavailable(self._names, self._timeout, "client closed")
+            channel = self._channels[endpoint] = _Channel(self._ctx, endpoint)
+        return channel
 
-    def _give(self, endpoint: str, sock: zmq.Socket) -> None:
-        idle = self._idle.setdefault(endpoint, [])
-        if len(idle) < MAX_IDLE_PER_ENDPOINT:
-            idle.append(sock)
-        else:
-            sock.close(linger=0)
+    def _reset(self, channel: _Channel) -> None:
+        if self._channels.get(channel.endpoint) is channel:
+            del self._channels[channel.endpoint]
+        channel.close()
 
     def close(self) -> None:
         self._closed = True
-        for idle in self._idle.values():
-            for sock in idle:
-                sock.close(linger=0)
-        self._idle.clear()
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            channel.close()
 
-    def __enter__(self) -> "BusClient":
+    def __enter__(self) -> BusClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

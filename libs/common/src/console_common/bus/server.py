@@ -60,6 +60,7 @@ class BusServer:
         self._sock: zmq.Socket | None = None
         self._loop: gevent.Greenlet | None = None
         self._stopping = gevent.event.Event()
+        self._held: list[list[bytes]] | None = None  # replies of the running drain batch
         self.counters: Counter[str] = Counter()
         self.bound: str | None = None
 
@@ -98,17 +99,25 @@ class BusServer:
                 finally:
                     self._watcher.stop()
                 continue
-            for _ in range(DRAIN_BATCH):
-                try:
-                    frames = recv()
-                except zmq.Again:
-                    break
-                except zmq.ZMQError as exc:
-                    if self._stopping.is_set() or exc.errno == zmq.ETERM:
-                        return
-                    log.warning("bus.recv_failed", error=str(exc))
-                    break
-                self._handle(frames)
+            self._held = held = []
+            try:
+                for _ in range(DRAIN_BATCH):
+                    try:
+                        frames = recv()
+                    except zmq.Again:
+                        break
+                    except zmq.ZMQError as exc:
+                        if self._stopping.is_set() or exc.errno == zmq.ETERM:
+                            return
+                        log.warning("bus.recv_failed", error=str(exc))
+                        break
+                    self._handle(frames)
+            finally:
+                self._held = None
+                for reply in held:
+                    self._send(reply, wake=False)
+                if held:
+                    self._wake_if_pending()
             gevent.sleep(0)  # let pooled handlers and other greenlets run between batches
 
     def _handle(self, frames: list[bytes]) -> None:
@@ -168,16 +177,28 @@ class BusServer:
         return reply
 
     def _reply(self, envelope: list[bytes], payload: bytes) -> None:
+        if self._held is not None:
+            # Inline replies of a drain batch go out together after it: libzmq wakes its
+            # I/O thread once for the lot instead of once per reply (a syscall and a
+            # thread switch each, a quarter of a check's cost when measured).
+            self._held.append([*envelope, payload])
+        else:
+            self._send([*envelope, payload])
+
+    def _send(self, frames: list[bytes], wake: bool = True) -> None:
         if self._sock is None:
             return
-        sock = self._sock
         try:
-            sock.send_multipart([*envelope, payload], zmq.NOBLOCK)
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone or its queue full: it will retry
             self.counters["reply_dropped"] += 1
             log.debug("bus.reply_dropped", error=str(exc))
+        if wake:
+            self._wake_if_pending()
+
+    def _wake_if_pending(self) -> None:
         # Sending may consume the fd's edge for pending input: wake the loop if so.
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._sock is not None and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._wake.set()
 
     def stop(self, grace: float = 5.0) -> None:

@@ -1,0 +1,136 @@
+"""The bus client over real ZeroMQ TCP sockets on loopback, against our BusServer in this
+process: concurrent calls share one connection and get their own replies in any order,
+REQ clients still work, a silent server means BusUnavailable in time and a rebuilt socket,
+a slow call does not reset a connection that answers others."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import gevent
+import pytest
+import zmq
+from console_common.bus import BusClient, BusServer, BusUnavailable, InvalidToken
+from console_common.bus.messages import ConnectInfo
+from console_common.bus.server import Deferred
+
+
+def info(port: int) -> ConnectInfo:
+    return ConnectInfo(console_type="novnc", host="127.0.0.1", port=port,
+                       instance_uuid="vm", expires_at=time.time() + 60)
+
+
+def check_token(args) -> ConnectInfo | Deferred:
+    """Tokens "fast-N" answer at once with port N; "slow-N-MS" after MS milliseconds."""
+    kind, n, *rest = args.token.split("-")
+    if kind == "fast":
+        return info(int(n))
+    if kind == "slow":
+        return Deferred(lambda: (gevent.sleep(int(rest[0]) / 1000), info(int(n)))[1])
+    raise InvalidToken("invalid or expired token")
+
+
+def ping(args) -> dict:
+    return {"service": "test", "version": "0"}
+
+
+HANDLERS = {"check_token": check_token, "ping": ping}
+INLINE = frozenset(HANDLERS)
+
+
+@pytest.fixture
+def server():
+    srv = BusServer("tcp://127.0.0.1:*", HANDLERS, inline=INLINE)
+    srv.start()
+    yield srv
+    srv.stop(grace=1)
+
+
+def test_concurrent_calls_share_one_connection_and_get_their_own_replies(server) -> None:
+    with BusClient([server.bound], timeout=5) as client:
+        # slow ones are answered after fast ones sent later: replies come out of order
+        tokens = [f"slow-{5000 + i}-{(i % 5) * 20}" if i % 2 else f"fast-{5000 + i}"
+                  for i in range(200)]
+        calls = [gevent.spawn(client.call, "check_token", token=t) for t in tokens]
+        gevent.joinall(calls, timeout=10, raise_error=True)
+        assert [c.value.port for c in calls] == [5000 + i for i in range(200)]
+        assert len(client._channels) == 1  # one DEALER for the endpoint
+        with pytest.raises(InvalidToken):
+            client.call("check_token", token="nope-1")
+
+
+def test_req_clients_still_work(server) -> None:
+    ctx = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    try:
+        req.connect(server.bound)
+        req.send(b'{"v": 1, "id": "r1", "method": "check_token", "args": {"token": "fast-6000"}}')
+        deadline = time.monotonic() + 5
+        while not req.poll(0):  # the server runs in this process's hub: never block it
+            assert time.monotonic() < deadline
+            gevent.sleep(0.01)
+        reply = json.loads(req.recv())
+        assert reply["id"] == "r1" and reply["result"]["port"] == 6000
+    finally:
+        req.close()
+        ctx.term()
+
+
+def test_silent_server_times_out_and_the_socket_is_rebuilt() -> None:
+    ctx = zmq.Context()
+    sink = ctx.socket(zmq.ROUTER)  # takes requests, never answers
+    sink.setsockopt(zmq.LINGER, 0)
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with BusClient([f"tcp://127.0.0.1:{port}"], timeout=0.6, attempts=2) as client:
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable, match="no reply"):
+                client.call("ping")
+            assert time.monotonic() - started < 1.2  # the deadline bounds every attempt
+            first = client._channels.get(f"tcp://127.0.0.1:{port}")
+            assert first is None  # reset after the silent attempt
+            # concurrent callers waiting on a dead channel all fail in time too
+            calls = [gevent.spawn(client.call, "ping") for _ in range(20)]
+            gevent.joinall(calls, timeout=3)
+            assert all(isinstance(c.exception, BusUnavailable) for c in calls)
+    finally:
+        sink.close()
+        ctx.term()
+
+
+def test_a_slow_call_does_not_reset_a_connection_that_answers(server) -> None:
+    with BusClient([server.bound], timeout=0.5, attempts=1) as client:
+        client.call("ping")
+        channel = client._channels[server.bound]
+        slow = gevent.spawn(client.call, "check_token", token="slow-1-2000")
+        for _ in range(20):  # other calls keep getting answers meanwhile
+            assert client.call("check_token", token="fast-7000").port == 7000
+            gevent.sleep(0.03)
+        slow.join(timeout=3)
+        assert isinstance(slow.exception, BusUnavailable)
+        assert client._channels[server.bound] is channel  # still the same connection
+        assert client.call("check_token", token="fast-7001").port == 7001
+
+
+def test_recovers_when_the_server_comes_back() -> None:
+    srv = BusServer("tcp://127.0.0.1:*", HANDLERS, inline=INLINE)
+    endpoint = srv.start()
+    with BusClient([endpoint], timeout=0.5) as client:
+        assert client.call("check_token", token="fast-1").port == 1
+        srv.stop(grace=0.1)
+        with pytest.raises(BusUnavailable):
+            client.call("check_token", token="fast-2")
+        srv = BusServer(endpoint, HANDLERS, inline=INLINE)
+        srv.start()
+        try:
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    assert client.call("check_token", token="fast-3").port == 3
+                    break
+                except BusUnavailable:
+                    assert time.monotonic() < deadline
+        finally:
+            srv.stop(grace=0.1)
