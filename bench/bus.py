@@ -1,6 +1,7 @@
 """check_token throughput and latency on the bus, against a real consoleauth process.
 
     uv run python bench/bus.py [--clients 1,10,100] [--seconds 3] [--processes 2] [--json]
+                               [--profile]
 
 Starts consoleauth (memory store) on a free loopback port, authorizes one token, then for
 each concurrency level runs that many concurrent BusClient callers (greenlets spread over
@@ -50,18 +51,28 @@ def _worker(endpoint: str, token: str, clients: int, seconds: float) -> None:
     json.dump(lat, sys.stdout)
 
 
-def measure(endpoint: str, token: str, clients: int, seconds: float, processes: int) -> dict:
+def measure(endpoint: str, token: str, clients: int, seconds: float, processes: int,
+            profile_pid: int | None = None) -> dict:
     procs = max(1, min(processes, clients))
     share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     workers = [subprocess.Popen([sys.executable, __file__, "--worker", endpoint, token, str(n),
                                  str(seconds)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
                for n in share]
+    profilers = []
+    if profile_pid is not None:  # consoleauth and the first client process, in the window
+        import profiles
+
+        time.sleep(0.4)
+        profilers = [profiles.record(profile_pid, seconds - 0.2, f"bus-{clients}-consoleauth"),
+                     profiles.record(workers[0].pid, seconds - 0.2, f"bus-{clients}-client")]
     lat: list[float] = []
     for w in workers:
         out, _ = w.communicate(timeout=seconds + 60)
         if w.returncode != 0:
             raise RuntimeError(f"bench worker failed with exit code {w.returncode}")
         lat += json.loads(out)
+    for profiler in profilers:
+        profiler.wait(timeout=30)
     lat.sort()
     pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3
     return {"clients": clients, "processes": procs, "calls": len(lat),
@@ -80,6 +91,8 @@ def main() -> int:
     ap.add_argument("--processes", type=int, default=1)
     ap.add_argument("--endpoint", help="use a running consoleauth instead of starting one")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy consoleauth and a client process (bench/results/profiles/)")
     args = ap.parse_args()
 
     proc = None
@@ -103,12 +116,19 @@ def main() -> int:
                         raise
             token = admin.call("authorize_console", console_type="novnc", host="127.0.0.1",
                                port=5900, instance_uuid="bench")["token"]
-        rows = [measure(endpoint, token, int(n), args.seconds, args.processes)
+        if args.profile and proc is None:
+            ap.error("--profile needs the consoleauth this script starts (no --endpoint)")
+        rows = [measure(endpoint, token, int(n), args.seconds, args.processes,
+                        proc.pid if args.profile and proc else None)
                 for n in args.clients.split(",")]
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=10)
+    if args.profile:
+        import profiles
+
+        print(f"profiles: {profiles.write_summary()}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -47,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import profiles  # bench/profiles.py
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
@@ -389,6 +391,8 @@ class Bench:
         self.consoleauth_pid = 0
         self.tokens: Tokens | None = None
         self.measures: set[str] = set(MEASURES)
+        self.profile = False  # --profile: py-spy our processes in each measured window
+        self.profilers: list[subprocess.Popen] = []
 
     def fail(self, measure: str, system: str, error: str) -> None:
         self.failures.append({"measure": measure, "system": system, "error": error})
@@ -528,8 +532,14 @@ class Bench:
         watch = self.cpu_watch(system, target)
         marks: dict[str, dict[str, float]] = {}
 
+        window = self.p.sess_seconds if measure == "sessions" else self.p.seconds
+
         def on_mark(mark: str) -> None:
             marks[mark] = {k: cpu_seconds(pid) for k, pid in watch.items()}
+            if mark == "start" and self.profile and system.ours:
+                for role, pid in watch.items():
+                    self.profilers.append(profiles.record(
+                        pid, window, f"{measure}-{system.name}-{role}-{len(self.profilers)}"))
 
         result = self.client(measure, system, target, extra, timeout, on_mark)
         end = marks.get("end") or {k: cpu_seconds(pid) for k, pid in watch.items()}
@@ -976,6 +986,9 @@ def main() -> int:
                     help="with --quick: smallest sizes, 1 repetition (a check that it runs)")
     ap.add_argument("--only", help="comma list of systems (direct is always kept)")
     ap.add_argument("--reps", type=int, help="override the repetitions of the profile")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy our proxies and consoleauth in each measured window "
+                         "(bench/results/profiles/; figures are lower while sampling)")
     ap.add_argument("--measures", default=",".join(MEASURES),
                     help=f"comma list of measures to run (default: all of {','.join(MEASURES)})")
     args = ap.parse_args()
@@ -993,6 +1006,9 @@ def main() -> int:
                  f"(expected a comma list of {', '.join(MEASURES)})")
     bench = Bench(profile, set(args.only.split(",")) if args.only else None)
     bench.measures = set(measures)
+    bench.profile = args.profile
+    if args.profile:
+        shutil.rmtree(profiles.OUT, ignore_errors=True)
     bench.meta = meta
 
     def on_signal(signum, frame):
@@ -1011,6 +1027,11 @@ def main() -> int:
         print(f"bench could not start: {exc}", file=sys.stderr)
         return 1
     finally:
+        for profiler in bench.profilers:  # each ends by itself after its window
+            try:
+                profiler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
         bench.procs.stop_all()
         if bench.tokens is not None:
             bench.tokens.bus.close()
@@ -1026,6 +1047,8 @@ def main() -> int:
            "results": results, "failures": bench.failures}
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     (RESULTS / "latest.md").write_text(md + "\n")
+    if bench.profile:
+        print(f"profiles: {profiles.write_summary()}")
     print(f"wrote {RESULTS.relative_to(ROOT)}/latest.json and latest.md "
           f"({meta['total_seconds']:.0f} s)")
     if bench.failures:
