@@ -391,6 +391,7 @@ class Bench:
         self.consoleauth_pid = 0
         self.tokens: Tokens | None = None
         self.measures: set[str] = set(MEASURES)
+        self.floor = False  # --floor: also the bare gevent relay (bench/gevent_floor.py)
         self.profile = False  # --profile: py-spy our processes in each measured window
         self.profilers: list[subprocess.Popen] = []
 
@@ -404,7 +405,7 @@ class Bench:
         nofile = self.meta["nofile"] = raise_nofile()
         # A session costs the proxy two descriptors; without CAP_SYS_RESOURCE the hard
         # limit (often 20 000) cannot be raised, which caps one process below 10 000.
-        cap = (nofile - 256) // 2  # listeners, logs, bus sockets (up to 64 idle REQs)
+        cap = (nofile - 256) // 2  # listeners, logs, bus sockets
         self.meta["idle_levels"] = sorted({min(level, cap) for level in self.p.idle_levels})
         self.meta["idle_fd_cap"] = cap if cap < max(self.p.idle_levels) else None
         tgt = self.procs.start("targets", [sys.executable, str(BENCH / "targets.py")],
@@ -432,6 +433,16 @@ class Bench:
             self.systems.append(s)
         except MeasureError as exc:
             self.fail("setup", "socat", str(exc))
+
+        if self.floor:
+            s = System("gevent-floor", "tcp", {})
+            for t in TARGETS:
+                port = free_port()
+                proc = self.procs.start(f"gevent-floor-{t}", [
+                    sys.executable, str(BENCH / "gevent_floor.py"), str(port), str(ports[t])])
+                s.ports[t], s.pids[t] = port, proc.pid
+                starting.append((f"gevent-floor-{t}", port, proc))
+            self.systems.append(s)
 
         try:
             exe, wsv, npv = ensure_websockify(upgrade=self.p.name == "full")
@@ -488,7 +499,8 @@ class Bench:
             broken |= {"novncproxy", "xvpvncproxy"}
         self.systems = [s for s in self.systems if s.name not in broken]
         if self.only:
-            self.systems = [s for s in self.systems if s.name in self.only or s.name == "direct"]
+            self.systems = [s for s in self.systems
+                            if s.name in self.only or s.name in ("direct", "gevent-floor")]
 
     # --- running the load client ---
 
@@ -986,6 +998,9 @@ def main() -> int:
                     help="with --quick: smallest sizes, 1 repetition (a check that it runs)")
     ap.add_argument("--only", help="comma list of systems (direct is always kept)")
     ap.add_argument("--reps", type=int, help="override the repetitions of the profile")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure gevent-floor, the least a gevent relay does "
+                         "(bench/gevent_floor.py): what gevent itself costs")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy our proxies and consoleauth in each measured window "
                          "(bench/results/profiles/; figures are lower while sampling)")
@@ -1007,6 +1022,7 @@ def main() -> int:
     bench = Bench(profile, set(args.only.split(",")) if args.only else None)
     bench.measures = set(measures)
     bench.profile = args.profile
+    bench.floor = args.floor
     if args.profile:
         shutil.rmtree(profiles.OUT, ignore_errors=True)
     bench.meta = meta
