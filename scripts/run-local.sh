@@ -20,8 +20,11 @@ stop() {
     done
     wait 2>/dev/null
     echo "stopped."
+    exit "${1:-0}"  # not back into the script (it would report "a service exited")
 }
-trap stop INT TERM EXIT
+trap 'stop 0' INT  # Ctrl-C is how a user ends it: not an error
+trap 'stop 143' TERM
+trap stop EXIT
 
 start() {  # name, command...
     local name=$1; shift
@@ -70,3 +73,4 @@ echo "then point the viewer (vncviewer, Remmina, vncdo) at 127.0.0.1::5999."
 echo "Service logs (JSON lines): $LOGS/*.log. Press Ctrl-C to stop."
 wait -n "${pids[@]}"
 echo "a service exited; see $LOGS"
+exit 1
