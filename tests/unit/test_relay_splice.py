@@ -164,3 +164,24 @@ def test_websocket_source_is_unmasked_not_spliced(pipes_made: list[splice.Pipe])
     target_far.close()
     glet.get(timeout=5)
     client_near.close()
+
+
+def test_prepended_bytes_go_first_then_the_bulk_is_spliced(pipes_made: list[splice.Pipe]) -> None:
+    """Bytes that came with a CONNECT answer or a preamble (TcpStream.prepend) are relayed
+    before anything read from the socket, also when the rest goes through a pipe."""
+    client_far, client_near = tcp_pair()
+    target_near, target_far = tcp_pair()
+    target = TcpStream(target_near)
+    target.prepend(b"RFB 003.008\n")
+    assert target.splice_fd is None  # not while prepended bytes are waiting
+    glet = gevent.spawn(relay, TcpStream(client_near), target, 5.0)
+    data = payload(8 << 20)
+    gevent.spawn(lambda: (target_far.sendall(data), target_far.shutdown(socket.SHUT_WR)))
+    try:
+        got = drain_socket(client_far)
+        assert got == b"RFB 003.008\n" + data
+        assert len(pipes_made) == 1
+    finally:
+        client_far.close()
+        target_far.close()
+        glet.get(timeout=5)
