@@ -10,6 +10,7 @@ import sqlite3
 import time
 import uuid
 
+import gevent
 import pytest
 import zmq
 from console_common.bus import BadRequest, BusClient, BusUnavailable, InvalidToken
@@ -222,6 +223,17 @@ def test_check_consults_the_compute_host(tmp_path) -> None:
                                     compute_url=compute.control)["token"]
                 with pytest.raises(InvalidToken):
                     client.call("check_token", token=remember_secret(wrong))
+                # Coalesced: checks made together go out as one check_tokens message, the
+                # compute-validated ones included, each answered on its own.
+                bogus = remember_secret("b" * 43)
+                calls = [gevent.spawn(client.check_token, t)
+                         for t in [token, remember_secret(wrong), bogus] * 5]
+                gevent.joinall(calls, timeout=5)
+                for i, call in enumerate(calls):
+                    if i % 3 == 0:
+                        assert call.value.port == compute.vnc_base
+                    else:
+                        assert isinstance(call.exception, InvalidToken)
             compute.proc.stop()
         # The host comes back without vm-1 (deleted while consoleauth kept the token).
         again = start_compute(tmp_path, ep, "vm-2", control=compute.control)

@@ -12,7 +12,7 @@ import gevent
 import pytest
 import zmq
 from console_common.bus import BusClient, BusServer, BusUnavailable, InvalidToken
-from console_common.bus.messages import ConnectInfo
+from console_common.bus.messages import CheckTokenArgs, CheckTokensResult, ConnectInfo
 from console_common.bus.server import Deferred
 
 
@@ -134,3 +134,68 @@ def test_recovers_when_the_server_comes_back() -> None:
                     assert time.monotonic() < deadline
         finally:
             srv.stop(grace=0.1)
+
+
+# --- check_token coalescing (check_tokens) ------------------------------------------------
+
+
+def check_tokens(args) -> CheckTokensResult:
+    items = []
+    for token in args.tokens:
+        try:
+            items.append(check_token(CheckTokenArgs(token)))
+        except InvalidToken as exc:
+            items.append(exc)
+    return CheckTokensResult(tuple(items))
+
+
+@pytest.fixture
+def batching_server():
+    handlers = {**HANDLERS, "check_tokens": check_tokens}
+    srv = BusServer("tcp://127.0.0.1:*", handlers, inline=frozenset(handlers))
+    srv.start()
+    yield srv
+    srv.stop(grace=1)
+
+
+def test_concurrent_checks_are_coalesced_and_each_gets_its_own_answer(batching_server) -> None:
+    with BusClient([batching_server.bound], timeout=5) as client:
+        tokens = [f"fast-{100 + i}" if i % 3 else f"bad-{i}" for i in range(150)]
+        calls = [gevent.spawn(client.check_token, t) for t in tokens]
+        gevent.joinall(calls, timeout=10)
+        for i, call in enumerate(calls):
+            if i % 3:
+                assert call.value.port == 100 + i
+            else:
+                assert isinstance(call.exception, InvalidToken)
+        counters = batching_server.counters
+        # 150 checks in a few messages of at most 64 (MAX_BATCH), no plain check_token
+        assert 3 <= counters["check_tokens.ok"] <= 6 and counters["check_token.ok"] == 0
+        assert client.check_token("fast-9").port == 9  # alone: a plain check_token
+        assert counters["check_token.ok"] == 1
+
+
+def test_a_server_without_check_tokens_gets_plain_checks(server) -> None:
+    with BusClient([server.bound], timeout=5) as client:
+        calls = [gevent.spawn(client.check_token, f"fast-{i}") for i in range(1, 21)]
+        gevent.joinall(calls, timeout=10, raise_error=True)
+        assert [c.value.port for c in calls] == list(range(1, 21))
+        assert client._batches is False  # remembered: no more UnknownMethod round trips
+
+
+def test_coalesced_checks_all_fail_in_time_when_nobody_answers() -> None:
+    ctx = zmq.Context()
+    sink = ctx.socket(zmq.ROUTER)
+    sink.setsockopt(zmq.LINGER, 0)
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with BusClient([f"tcp://127.0.0.1:{port}"], timeout=0.5) as client:
+            started = time.monotonic()
+            calls = [gevent.spawn(client.check_token, f"fast-{i}") for i in range(10)]
+            gevent.joinall(calls, timeout=3)
+            assert all(isinstance(c.exception, BusUnavailable) for c in calls)
+            assert len({id(c.exception) for c in calls}) == 10  # each raised its own
+            assert time.monotonic() - started < 1.5
+    finally:
+        sink.close()
+        ctx.term()

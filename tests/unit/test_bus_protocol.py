@@ -252,3 +252,75 @@ def test_connect_info_fast_encoding_matches_schema_dump():
     fast = json.loads(encode_result("check_token", info, "i"))["result"]
     assert fast == M["check_token"][1].dump(info.__dict__ if hasattr(info, "__dict__") else
                                             {f: getattr(info, f) for f in fast})
+
+
+# --- check_tokens (many checks in one message) ----------------------------------------------
+
+@pytest.mark.parametrize("obj", [
+    {"v": 1, "method": "check_tokens", "args": {"tokens": [TOKEN]}},
+    {"v": 1, "id": "x", "method": "check_tokens", "args": {"tokens": [TOKEN, "t" * 256]}},
+    {"v": 1, "method": "check_tokens", "args": {"tokens": [TOKEN] * 64}},
+    {"v": 1, "method": "check_tokens", "args": {"tokens": [TOKEN] * 65}},
+    {"v": 1, "method": "check_tokens", "args": {"tokens": []}},
+    {"v": 1, "method": "check_tokens", "args": {"tokens": [TOKEN, ""]}},
+    {"v": 1, "method": "check_tokens", "args": {"tokens": [TOKEN, 5]}},
+    {"v": 1, "method": "check_tokens", "args": {"tokens": TOKEN}},
+    {"v": 1, "method": "check_tokens", "args": {"tokens": [TOKEN], "x": 1}},
+    {"v": 2, "method": "check_tokens", "args": {"tokens": [TOKEN]}},
+])
+def test_check_tokens_fast_path_agrees_with_schema(obj):
+    from console_common.bus import protocol
+
+    raw = json.dumps(obj).encode()
+    fast = protocol._plain_check_tokens(json.loads(raw), None)
+    try:
+        env = protocol._REQUEST.load(json.loads(raw))
+        args = protocol.METHODS["check_tokens"][0].load(env["args"])
+        slow = protocol.Request("check_tokens", args, env["id"])
+    except Exception:
+        slow = None
+    if fast is not None:
+        assert fast == slow
+    assert decode_or_none(raw) == slow
+
+
+_ITEM_OK = {"ok": True, "result": _INFO}
+_ITEM_ERR = {"ok": False, "error": {"type": "InvalidToken", "message": "invalid or expired"}}
+
+
+@pytest.mark.parametrize("obj", [
+    {"results": [_ITEM_OK, _ITEM_ERR]},
+    {"results": []},
+    {"results": [_ITEM_OK] * 65},
+    {"results": [{"ok": True, "result": None}]},
+    {"results": [{"ok": True, "result": _INFO, "error": None}]},
+    {"results": [{"ok": False, "error": {"type": "X"}}]},
+    {"results": [{"ok": False, "result": _INFO}]},
+    {"results": [{"ok": 1, "result": _INFO}]},
+    {"results": [{"ok": True, "result": {**_INFO, "port": "5900"}}]},
+    {"results": _ITEM_OK},
+    {"results": [_ITEM_OK], "more": 1},
+])
+def test_fast_check_tokens_result_accepts_only_what_the_schema_accepts(obj):
+    from console_common.bus.messages import METHODS as M
+    from console_common.bus.messages import fast_check_tokens
+
+    fast = fast_check_tokens(obj)
+    try:
+        slow = M["check_tokens"][1].load(obj)
+    except ValidationError:
+        slow = None
+    if fast is not None:  # the fast path may pass (None) but never disagree
+        assert fast == slow
+
+
+def test_check_tokens_result_encoding_round_trips():
+    from console_common.bus.errors import InvalidToken
+    from console_common.bus.messages import CheckTokensResult
+
+    info = ConnectInfo("novnc", "10.0.0.1", 5900, "u-1", 1.5, None)
+    raw = encode_result("check_tokens", CheckTokensResult((info, InvalidToken("gone"))), "i")
+    items = decode_reply(raw, "check_tokens", "i")
+    assert items == [{"ok": True, "result": info, "error": None},
+                     {"ok": False, "result": None,
+                      "error": {"type": "InvalidToken", "message": "gone"}}]

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     state = State(store=store, ttl=config.console_token_ttl,
                   compute_timeout=config.consoleauth_timeout)
     # Reads from memory-backed stores never wait: answer them in the receive loop.
-    inline = frozenset() if store.name == "redis" else frozenset({"check_token", "ping"})
+    inline = (frozenset() if store.name == "redis"
+              else frozenset({"check_token", "check_tokens", "ping"}))
     server = BusServer(config.consoleauth_listen, handlers(state), inline=inline)
     try:
         bound = server.start()

@@ -216,7 +216,7 @@ class ConsoleApp:
     def check_token(self, token: str) -> ConnectInfo | Refused:
         started = time.monotonic()
         try:
-            info = self.bus.call("check_token", token=token)
+            info = self.bus.check_token(token)
         except InvalidToken:
             result: ConnectInfo | Refused = self._refuse(
                 403, INVALID_TOKEN, "invalid or expired console token")

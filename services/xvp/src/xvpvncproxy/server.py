@@ -75,7 +75,7 @@ def admit(bus: BusClient, request: Request) -> tuple[str, ConnectInfo]:
     if not token:
         raise Refused(400, "no token in the request")
     try:
-        info = bus.call("check_token", token=token)
+        info = bus.check_token(token)
     except InvalidToken as exc:
         raise Refused(401, "invalid or expired token") from exc
     except BusUnavailable as exc:

@@ -36,7 +36,13 @@ import zmq
 from gevent import get_hub
 
 from console_common.addresses import ip_family
-from console_common.bus.errors import BusUnavailable
+from console_common.bus.errors import (
+    BusProtocolError,
+    BusUnavailable,
+    UnknownMethod,
+    remote_error,
+)
+from console_common.bus.messages import MAX_BATCH, ConnectInfo
 from console_common.bus.protocol import decode_reply, encode_request
 
 _CONTEXT: zmq.Context | None = None
@@ -69,6 +75,15 @@ def expand_endpoints(endpoints: Sequence[str]) -> tuple[str, ...]:
         out += [f"tcp://[{a}]:{parts.port}" if ":" in a else f"tcp://{a}:{parts.port}"
                 for a in addrs]
     return tuple(dict.fromkeys(out))
+
+
+def _fresh(exc: Exception) -> Exception:
+    """A copy of ``exc`` for one more greenlet to raise (its own traceback), made without
+    calling ``__init__`` (whose arguments differ from ``args`` for some errors)."""
+    new = exc.__class__.__new__(exc.__class__)
+    new.__dict__.update(exc.__dict__)
+    new.args = exc.args
+    return new
 
 
 class _ChannelReset(Exception):
@@ -154,6 +169,8 @@ class BusClient:
         self._ids = itertools.count()
         self._prefix = os.urandom(4).hex()
         self._closed = False
+        self._checks: list[tuple[str, gevent.event.AsyncResult]] | None = None
+        self._batches = True  # False once a server said it has no check_tokens
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -199,6 +216,59 @@ class BusClient:
                 continue
             return decode_reply(data, method, rid)
         raise BusUnavailable(self._names, self._timeout, detail)
+
+    def check_token(self, token: str) -> ConnectInfo:
+        """``call("check_token", token=token)``, coalesced: the checks this process's
+        greenlets start in the same loop turn go out as one ``check_tokens`` message (up to
+        MAX_BATCH each), each caller getting its own result or error. A lone check is sent
+        as a plain check_token; a server without check_tokens gets plain ones too."""
+        waiter = gevent.event.AsyncResult()
+        if self._checks is None:
+            self._checks = []
+            gevent.spawn(self._send_checks)  # runs after the greenlets runnable now
+        self._checks.append((token, waiter))
+        return waiter.get()
+
+    def _send_checks(self) -> None:
+        checks, self._checks = self._checks or [], None
+        for i in range(0, len(checks), MAX_BATCH):
+            chunk = checks[i:i + MAX_BATCH]
+            if len(chunk) == 1 or not self._batches:
+                for token, waiter in chunk:
+                    gevent.spawn(self._check_one, token, waiter)
+            elif i + MAX_BATCH >= len(checks):
+                self._check_many(chunk)  # the last chunk in this greenlet
+            else:
+                gevent.spawn(self._check_many, chunk)
+
+    def _check_one(self, token: str, waiter: gevent.event.AsyncResult) -> None:
+        try:
+            waiter.set(self.call("check_token", token=token))
+        except Exception as exc:  # handed to the caller, raised there
+            waiter.set_exception(exc)
+
+    def _check_many(self, chunk: list[tuple[str, gevent.event.AsyncResult]]) -> None:
+        try:
+            items = self.call("check_tokens", tokens=[token for token, _ in chunk])
+        except UnknownMethod:  # an older consoleauth: one check per message from now on
+            self._batches = False
+            for token, waiter in chunk:
+                gevent.spawn(self._check_one, token, waiter)
+            return
+        except Exception as exc:
+            for _, waiter in chunk:
+                waiter.set_exception(_fresh(exc))  # one instance per raising greenlet
+            return
+        if len(items) != len(chunk):
+            exc = BusProtocolError(f"check_tokens answered {len(items)} of {len(chunk)}")
+            for _, waiter in chunk:
+                waiter.set_exception(_fresh(exc))
+            return
+        for (_, waiter), item in zip(chunk, items, strict=True):
+            if item["ok"]:
+                waiter.set(item["result"])
+            else:
+                waiter.set_exception(remote_error(item["error"]["type"], item["error"]["message"]))
 
     def _channel(self, endpoint: str) -> _Channel:
         channel = self._channels.get(endpoint)

@@ -153,6 +153,82 @@ def fast_connect_info(obj: Any) -> ConnectInfo | None:
     return ConnectInfo(console_type, host, port, uuid, expires_at, path)
 
 
+# --- check_tokens: many checks in one message ------------------------------------------
+# A client coalesces the checks its greenlets make in the same loop turn: one message and
+# one reply for the lot, where per-message costs (libzmq hand-offs, hub switches) dominate.
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTokensArgs:
+    tokens: tuple[str, ...]
+
+
+class CheckTokensArgsSchema(_Strict):
+    tokens = fields.List(_Token(), required=True, validate=validate.Length(min=1, max=MAX_BATCH))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kw: Any) -> CheckTokensArgs:
+        return CheckTokensArgs(tuple(data["tokens"]))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTokensResult:
+    """One entry per token, in order: its ConnectInfo, or the error a check_token call
+    would have raised (an exception instance with ``type`` and ``message``)."""
+
+    items: tuple[Any, ...]
+
+
+class _BatchItemSchema(_Strict):
+    ok = _Bool(required=True)
+    result = fields.Nested(ConnectInfoSchema, load_default=None, allow_none=True)
+    error = fields.Nested(ErrorSchema, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _one_of(self, data: dict[str, Any], **kw: Any) -> None:
+        if data["ok"] != (data.get("result") is not None) or data["ok"] == (
+                data.get("error") is not None):
+            raise ValidationError("an item carries a result when ok, an error when not")
+
+
+class CheckTokensResultSchema(_Strict):
+    results = fields.List(fields.Nested(_BatchItemSchema), required=True,
+                          validate=validate.Length(max=MAX_BATCH))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
+        return data["results"]
+
+
+def fast_check_tokens(obj: Any) -> list[dict[str, Any]] | None:
+    """``CheckTokensResultSchema().load(obj)`` for a plainly valid result, else None."""
+    if type(obj) is not dict or obj.keys() != {"results"}:
+        return None
+    results = obj["results"]
+    if type(results) is not list or len(results) > MAX_BATCH:
+        return None
+    out = []
+    for item in results:
+        if type(item) is not dict:
+            return None
+        if item.get("ok") is True and item.keys() == {"ok", "result"}:
+            info = fast_connect_info(item["result"])
+            if info is None:
+                return None
+            out.append({"ok": True, "result": info, "error": None})
+        elif item.get("ok") is False and item.keys() == {"ok", "error"}:
+            error = item["error"]
+            if (type(error) is not dict or error.keys() != {"type", "message"}
+                    or type(error["type"]) is not str or len(error["type"]) > 64
+                    or type(error["message"]) is not str or len(error["message"]) > 2000):
+                return None
+            out.append({"ok": False, "result": None, "error": error})
+        else:
+            return None
+    return out
+
+
 class InstanceArgsSchema(_Strict):
     instance_uuid = _Str(64, min=1, required=True)
 
@@ -222,6 +298,7 @@ class DeleteInstanceArgsSchema(_Strict):
 METHODS: dict[str, tuple[Schema, Schema]] = {
     "authorize_console": (AuthorizeArgsSchema(), AuthorizeResultSchema()),
     "check_token": (CheckTokenArgsSchema(), ConnectInfoSchema()),
+    "check_tokens": (CheckTokensArgsSchema(), CheckTokensResultSchema()),
     "delete_tokens_for_instance": (InstanceArgsSchema(), DeletedSchema()),
     "ping": (EmptySchema(), PingResultSchema()),
     "validate_console_port": (ValidatePortArgsSchema(), ValidResultSchema()),
@@ -232,4 +309,5 @@ METHODS: dict[str, tuple[Schema, Schema]] = {
 
 # method -> a hand-written loader for its result on the hot path: the loaded result when
 # the input is plainly valid, None to let the schema decide (and word the error).
-FAST_RESULTS: dict[str, Callable[[Any], Any]] = {"check_token": fast_connect_info}
+FAST_RESULTS: dict[str, Callable[[Any], Any]] = {"check_token": fast_connect_info,
+                                                  "check_tokens": fast_check_tokens}

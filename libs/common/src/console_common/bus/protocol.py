@@ -13,9 +13,18 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from console_common.bus.errors import BadRequest, BusProtocolError, UnknownMethod, remote_error
+from console_common.bus.errors import (
+    BadRequest,
+    BusProtocolError,
+    RemoteError,
+    UnknownMethod,
+    remote_error,
+)
 from console_common.bus.messages import (
     FAST_RESULTS,
+    MAX_BATCH,
+    CheckTokensArgs,
+    CheckTokensResult,
     CheckTokenArgs,
     ConnectInfo,
     METHODS,
@@ -123,10 +132,32 @@ def _plain_check_token(obj: dict[str, Any], known: frozenset[str] | None) -> Req
     return Request("check_token", CheckTokenArgs(token), rid)
 
 
+def _plain_check_tokens(obj: dict[str, Any], known: frozenset[str] | None) -> Request | None:
+    """check_tokens, by hand under the same rule as ``_plain_check_token``."""
+    if obj.keys() not in _CHECK_KEYS or obj["method"] != "check_tokens":
+        return None
+    if known is not None and "check_tokens" not in known:
+        return None
+    v, rid, args = obj["v"], obj.get("id"), obj["args"]
+    if type(v) is not int or v != VERSION or type(args) is not dict or args.keys() != {"tokens"}:
+        return None
+    if rid is not None and (type(rid) is not str or len(rid) > 64):
+        return None
+    tokens = args["tokens"]
+    if type(tokens) is not list or not 1 <= len(tokens) <= MAX_BATCH:
+        return None
+    for token in tokens:
+        if type(token) is not str or not 1 <= len(token) <= 256:
+            return None
+    return Request("check_tokens", CheckTokensArgs(tuple(tokens)), rid)
+
+
 def decode_request(data: bytes, known: frozenset[str] | None = None) -> Request:
     """Bytes from a client -> Request with loaded args; raises a RemoteError to reply with."""
     obj = _load_json(data, "request")
     if (fast := _plain_check_token(obj, known)) is not None:
+        return fast
+    if (fast := _plain_check_tokens(obj, known)) is not None:
         return fast
     try:
         env = _REQUEST.load(obj)
@@ -153,11 +184,26 @@ def request_id(data: bytes) -> str | None:
     return rid if isinstance(rid, str) and len(rid) <= 64 else None
 
 
+def _connect_info_dict(info: ConnectInfo) -> dict[str, Any]:
+    return {"console_type": info.console_type, "host": info.host, "port": info.port,
+            "instance_uuid": info.instance_uuid, "expires_at": info.expires_at,
+            "internal_access_path": info.internal_access_path}
+
+
+def _batch_item(item: Any) -> dict[str, Any]:
+    if type(item) is ConnectInfo:
+        return {"ok": True, "result": _connect_info_dict(item)}
+    if isinstance(item, RemoteError):
+        return {"ok": False, "error": {"type": item.type, "message": item.message[:2000]}}
+    raise TypeError(f"check_tokens item of type {type(item).__name__}")
+
+
 def encode_result(method: str, result: Any, id: str | None = None) -> bytes:
     if type(result) is ConnectInfo:  # the hot reply: a frozen dataclass, fields fixed
-        dumped = {"console_type": result.console_type, "host": result.host, "port": result.port,
-                  "instance_uuid": result.instance_uuid, "expires_at": result.expires_at,
-                  "internal_access_path": result.internal_access_path}
+        dumped = _connect_info_dict(result)
+        return _dumps({"v": VERSION, "id": id, "ok": True, "result": dumped}).encode()
+    if type(result) is CheckTokensResult:
+        dumped = {"results": [_batch_item(item) for item in result.items]}
         return _dumps({"v": VERSION, "id": id, "ok": True, "result": dumped}).encode()
     plain = _to_plain(result)
     # Results are dumped through the schema so a handler cannot leak extra fields.

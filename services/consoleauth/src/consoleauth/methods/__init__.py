@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from consoleauth.methods import authorize_console, check_token, delete_tokens_for_instance, ping
+from consoleauth.methods import (
+    authorize_console,
+    check_token,
+    check_tokens,
+    delete_tokens_for_instance,
+    ping,
+)
 from consoleauth.state import State
 
 
@@ -13,6 +19,7 @@ def handlers(state: State) -> dict[str, Callable[[Any], Any]]:
     return {
         "authorize_console": lambda args: authorize_console.handle(state, args),
         "check_token": lambda args: check_token.handle(state, args),
+        "check_tokens": lambda args: check_tokens.handle(state, args),
         "delete_tokens_for_instance": lambda args: delete_tokens_for_instance.handle(state, args),
         "ping": lambda args: ping.handle(state, args),
     }
