@@ -34,10 +34,10 @@ lint: setup ## ruff and the import contracts
 	$(UV) run ruff check libs services tests bench
 	$(UV) run lint-imports
 
-bench: system setup ## Full benchmark vs websockify and socat (about 15 minutes)
+bench: system setup ## Full benchmark vs websockify and socat (about 6 minutes)
 	$(UV) run python bench/run.py
 
-bench-quick: system setup ## Short benchmark run (about 3 minutes)
+bench-quick: system setup ## Short benchmark run (about 2 minutes)
 	$(UV) run python bench/run.py --quick
 
 compose-up: ## Build the images and start the compose cluster on a private dockerd (edge on :6080/:6081)
