@@ -225,17 +225,23 @@ def test_check_token_fast_path_agrees_with_schema(obj):
     """The hand-checked hot path accepts exactly what the schemas accept."""
     from console_common.bus import protocol
 
+    assert_fast_request_agrees(obj, "check_token", protocol._plain_check_token)
+
+
+def assert_fast_request_agrees(obj, method, fast_decode):
+    from console_common.bus import protocol
+
     raw = json.dumps(obj).encode()
-    fast = protocol._plain_check_token(json.loads(raw), None)
+    fast = fast_decode(json.loads(raw), None)
     try:
         env = protocol._REQUEST.load(json.loads(raw))
-        args = protocol.METHODS["check_token"][0].load(env["args"])
-        slow = protocol.Request("check_token", args, env["id"])
+        args = protocol.METHODS[method][0].load(env["args"])
+        slow = protocol.Request(method, args, env["id"])
     except Exception:
         slow = None
     if fast is not None:
         assert fast == slow
-    assert (decode_or_none(raw) == slow)
+    assert decode_or_none(raw) == slow
 
 
 def decode_or_none(raw: bytes):
@@ -271,17 +277,7 @@ def test_connect_info_fast_encoding_matches_schema_dump():
 def test_check_tokens_fast_path_agrees_with_schema(obj):
     from console_common.bus import protocol
 
-    raw = json.dumps(obj).encode()
-    fast = protocol._plain_check_tokens(json.loads(raw), None)
-    try:
-        env = protocol._REQUEST.load(json.loads(raw))
-        args = protocol.METHODS["check_tokens"][0].load(env["args"])
-        slow = protocol.Request("check_tokens", args, env["id"])
-    except Exception:
-        slow = None
-    if fast is not None:
-        assert fast == slow
-    assert decode_or_none(raw) == slow
+    assert_fast_request_agrees(obj, "check_tokens", protocol._plain_check_tokens)
 
 
 _ITEM_OK = {"ok": True, "result": _INFO}
