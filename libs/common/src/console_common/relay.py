@@ -9,8 +9,9 @@ still finish within ``drain`` seconds.
 Bulk directions go zero-copy: once a read fills BULK bytes (a framebuffer stream, a file
 upload) and the session observer has seen the handshake, a direction whose source offers a
 raw descriptor (``splice_fd``, ``fill_pipe``) and whose destination can send from a pipe
-(``splice_fd``, ``send_pipe``) moves on through splice(2) (``console_common.splice``). Interactive traffic (keys, small
-updates) never gets there and keeps its two syscalls per message.
+(``splice_fd``, ``send_pipe``) moves on through splice(2) (``console_common.splice``).
+Interactive traffic (keys, small updates) never gets there and keeps its two syscalls per
+message.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ and the relay copies as before.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import socket
@@ -37,8 +36,9 @@ class Pipe:
     """A kernel pipe with readiness watchers for the two sockets around it.
 
     ``fill(n)`` moves up to ``n`` bytes from the source socket into the pipe (0 at EOF),
-    ``drain(dst_fd, n)`` moves ``n`` bytes from the pipe to a socket; both wait through the
-    gevent hub while a socket is not ready, so other greenlets run meanwhile.
+    ``drain()`` sends all the pipe holds to the destination socket; both wait through the
+    gevent hub while a socket is not ready, so other greenlets run meanwhile. (os.splice
+    itself retries a call interrupted by a signal, PEP 475.)
     """
 
     __slots__ = ("_r", "_w", "_src", "_dst", "_read_ready", "_write_ready", "held")
@@ -68,10 +68,6 @@ class Pipe:
                     break  # the source is empty for now, or the pipe is full
                 get_hub().wait(self._read_ready)
                 continue
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
             if not n:
                 break  # EOF: the next fill returns 0
             got += n
@@ -86,10 +82,6 @@ class Pipe:
             except BlockingIOError:
                 get_hub().wait(self._write_ready)
                 continue
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
             self.held -= n
 
     def send_header(self, sock: socket.socket, header: bytes) -> None:
