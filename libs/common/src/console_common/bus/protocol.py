@@ -114,41 +114,45 @@ def encode_request(method: str, args: dict[str, Any] | None = None, id: str | No
 _CHECK_KEYS = ({"v", "method", "args"}, {"v", "id", "method", "args"})
 
 
-def _plain_check_token(obj: dict[str, Any], known: frozenset[str] | None) -> Request | None:
-    """The hot request, accepted by hand only when it is plainly valid: exactly what the
-    schemas would accept. Anything else (even valid) takes the marshmallow path."""
-    if obj.keys() not in _CHECK_KEYS or obj["method"] != "check_token":
+def _plain_args(obj: dict[str, Any], method: str, arg: str,
+                known: frozenset[str] | None) -> tuple[Any, str | None] | None:
+    """(the one argument's value, the id) of a request for ``method`` whose envelope the
+    schemas surely accept unchanged, else None: the hot requests skip marshmallow only
+    when plainly valid; anything else (even valid) takes the schema path."""
+    if obj.keys() not in _CHECK_KEYS or obj["method"] != method:
         return None
-    if known is not None and "check_token" not in known:
+    if known is not None and method not in known:
         return None
     v, rid, args = obj["v"], obj.get("id"), obj["args"]
-    if type(v) is not int or v != VERSION or type(args) is not dict or args.keys() != {"token"}:
+    if type(v) is not int or v != VERSION or type(args) is not dict or args.keys() != {arg}:
         return None
     if rid is not None and (type(rid) is not str or len(rid) > 64):
         return None
-    token = args["token"]
-    if type(token) is not str or not 1 <= len(token) <= 256:
+    return args[arg], rid
+
+
+def _is_token(value: Any) -> bool:
+    return type(value) is str and 1 <= len(value) <= 256
+
+
+def _plain_check_token(obj: dict[str, Any], known: frozenset[str] | None) -> Request | None:
+    """check_token, accepted by hand only when it is exactly what the schemas accept."""
+    plain = _plain_args(obj, "check_token", "token", known)
+    if plain is None or not _is_token(plain[0]):
         return None
-    return Request("check_token", CheckTokenArgs(token), rid)
+    return Request("check_token", CheckTokenArgs(plain[0]), plain[1])
 
 
 def _plain_check_tokens(obj: dict[str, Any], known: frozenset[str] | None) -> Request | None:
     """check_tokens, by hand under the same rule as ``_plain_check_token``."""
-    if obj.keys() not in _CHECK_KEYS or obj["method"] != "check_tokens":
+    plain = _plain_args(obj, "check_tokens", "tokens", known)
+    if plain is None:
         return None
-    if known is not None and "check_tokens" not in known:
-        return None
-    v, rid, args = obj["v"], obj.get("id"), obj["args"]
-    if type(v) is not int or v != VERSION or type(args) is not dict or args.keys() != {"tokens"}:
-        return None
-    if rid is not None and (type(rid) is not str or len(rid) > 64):
-        return None
-    tokens = args["tokens"]
+    tokens, rid = plain
     if type(tokens) is not list or not 1 <= len(tokens) <= MAX_BATCH:
         return None
-    for token in tokens:
-        if type(token) is not str or not 1 <= len(token) <= 256:
-            return None
+    if not all(_is_token(token) for token in tokens):
+        return None
     return Request("check_tokens", CheckTokensArgs(tuple(tokens)), rid)
 
 
