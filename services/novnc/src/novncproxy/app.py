@@ -394,19 +394,18 @@ class _GuardedTarget:
         self._stream, self._ws = stream, ws
         self._recv, self._send = stream.recv, stream.sendall
 
-    def recv(self, size: int) -> bytes:
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return self._recv(size)
+            return fn(*args)
         except OSError:
             self._ws.cut_target_lost()
             raise
 
+    def recv(self, size: int) -> bytes:
+        return self._guarded(self._recv, size)
+
     def sendall(self, data: bytes) -> None:
-        try:
-            self._send(data)
-        except OSError:
-            self._ws.cut_target_lost()
-            raise
+        self._guarded(self._send, data)
 
     # the relay's zero-copy path (console_common.splice), guarded the same way
     @property
@@ -414,18 +413,10 @@ class _GuardedTarget:
         return getattr(self._stream, "splice_fd", None)
 
     def fill_pipe(self, pipe: Any, size: int) -> int:
-        try:
-            return self._stream.fill_pipe(pipe, size)  # type: ignore[attr-defined]
-        except OSError:
-            self._ws.cut_target_lost()
-            raise
+        return self._guarded(self._stream.fill_pipe, pipe, size)  # type: ignore[attr-defined]
 
     def send_pipe(self, pipe: Any) -> None:
-        try:
-            self._stream.send_pipe(pipe)  # type: ignore[attr-defined]
-        except OSError:
-            self._ws.cut_target_lost()
-            raise
+        self._guarded(self._stream.send_pipe, pipe)  # type: ignore[attr-defined]
 
     def shutdown_write(self) -> None:
         self._stream.shutdown_write()
