@@ -86,6 +86,11 @@ def _fresh(exc: Exception) -> Exception:
     return new
 
 
+def _fail_all(chunk: list[tuple[str, gevent.event.AsyncResult]], exc: Exception) -> None:
+    for _, waiter in chunk:
+        waiter.set_exception(_fresh(exc))  # one instance per raising greenlet
+
+
 class _ChannelReset(Exception):
     """The channel a call waited on was taken for dead and rebuilt: try the next one."""
 
@@ -256,13 +261,11 @@ class BusClient:
                 gevent.spawn(self._check_one, token, waiter)
             return
         except Exception as exc:
-            for _, waiter in chunk:
-                waiter.set_exception(_fresh(exc))  # one instance per raising greenlet
+            _fail_all(chunk, exc)
             return
         if len(items) != len(chunk):
-            exc = BusProtocolError(f"check_tokens answered {len(items)} of {len(chunk)}")
-            for _, waiter in chunk:
-                waiter.set_exception(_fresh(exc))
+            _fail_all(chunk, BusProtocolError(
+                f"check_tokens answered {len(items)} of {len(chunk)}"))
             return
         for (_, waiter), item in zip(chunk, items, strict=True):
             if item["ok"]:
