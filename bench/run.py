@@ -721,14 +721,14 @@ class Bench:
         results["idle"] = {}
         if "idle" in want:
             phase("idle")
-        for system in self.systems if "idle" in want else []:
-            if system.name in ("direct", "socat"):
-                continue  # no proxy process of interest (socat forks per session)
-            try:
-                results["idle"][system.name] = self.idle(system)
-            except MeasureError as exc:
-                self.fail("idle", system.name, str(exc))
-                results["idle"][system.name] = {"error": str(exc)}
+            for system in self.systems:
+                if system.name in ("direct", "socat"):
+                    continue  # no proxy process of interest (socat forks per session)
+                try:
+                    results["idle"][system.name] = self.idle(system)
+                except MeasureError as exc:
+                    self.fail("idle", system.name, str(exc))
+                    results["idle"][system.name] = {"error": str(exc)}
         results["bus"] = []
         if "bus" in want:
             phase("bus")
