@@ -1,12 +1,20 @@
-"""check_token throughput and latency on the bus, against a real consoleauth process.
+"""check_token throughput and latency on the bus, against real consoleauth processes.
 
     uv run python bench/bus.py [--clients 1,10,100] [--seconds 3] [--processes 2] [--json]
-                               [--profile]
+                               [--store memory|sqlite|redis|all] [--client bus|req|both]
+                               [--replicas N] [--profile]
 
-Starts consoleauth (memory store) on a free loopback port, authorizes one token, then for
-each concurrency level runs that many concurrent BusClient callers (greenlets spread over
---processes client processes) calling check_token for --seconds, and prints checks/s and
-p50/p99/max latency. Target (issue 3): >= 20 000 checks/s and p99 <= 1 ms at 10 clients.
+Starts consoleauth (``--store``, memory by default; ``redis`` starts its own
+``redis-server`` on a free loopback port; ``all`` measures the three stores one after the
+other) on a free loopback port, authorizes one token, then for each concurrency level runs
+that many concurrent callers for --seconds and prints checks/s and p50/p99/max latency.
+
+Callers (``--client``): ``bus`` is the proxies' BusClient (greenlets in --processes client
+processes; concurrent checks are coalesced into check_tokens messages); ``req`` is one
+plain REQ socket per caller sending check_token and waiting for each reply, the way a
+simple client talks (one non-gevent poll loop per client process). ``--replicas 2`` runs
+two consoleauth processes on one store (redis) and spreads the callers over both.
+Target (issues 3 and 15): >= 20 000 checks/s and p99 <= 1 ms at 10 clients, every store.
 """
 
 from __future__ import annotations
@@ -14,10 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+
+STORES = ("memory", "sqlite", "redis")
 
 
 def free_port() -> int:
@@ -26,15 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(endpoint: str, token: str, clients: int, seconds: float) -> None:
-    """One client process: ``clients`` greenlets calling check_token; prints latencies."""
+def _worker_bus(endpoints: list[str], token: str, clients: int, seconds: float) -> list[float]:
+    """``clients`` greenlets sharing the proxies' BusClient, calling check_token."""
     from gevent import monkey
 
     monkey.patch_all()
     import gevent
     from console_common.bus import BusClient
 
-    client = BusClient([endpoint], timeout=5.0)
+    client = BusClient(endpoints, timeout=5.0)
     lat: list[float] = []
     start_at = time.perf_counter() + 0.3  # let every process connect first
     stop_at = start_at + seconds
@@ -48,15 +60,60 @@ def _worker(endpoint: str, token: str, clients: int, seconds: float) -> None:
             lat.append(now() - t0)
 
     gevent.joinall([gevent.spawn(loop) for _ in range(clients)], raise_error=True)
-    json.dump(lat, sys.stdout)
+    return lat
 
 
-def measure(endpoint: str, token: str, clients: int, seconds: float, processes: int,
-            profile_pid: int | None = None) -> dict:
+def _worker_req(endpoints: list[str], token: str, clients: int, seconds: float) -> list[float]:
+    """``clients`` plain REQ sockets, one request each in flight, served by one poll loop."""
+    import zmq
+
+    ctx = zmq.Context()
+    body = json.dumps({"v": 1, "method": "check_token", "args": {"token": token}}).encode()
+    socks = []
+    for i in range(clients):
+        s = ctx.socket(zmq.REQ)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoints[i % len(endpoints)])
+        socks.append(s)
+    for s in socks:  # connect and warm up outside the measured window
+        s.send(body)
+        if not s.poll(5000):
+            raise SystemExit("bench worker: no reply to the warm-up check")
+        s.recv()
+    poller = zmq.Poller()
+    for s in socks:
+        poller.register(s, zmq.POLLIN)
+    now = time.perf_counter
+    stop_at = now() + seconds
+    sent_at = {}
+    lat: list[float] = []
+    for s in socks:
+        sent_at[s] = now()
+        s.send(body)
+    while sent_at:
+        events = poller.poll(5000)
+        if not events:
+            raise SystemExit(f"bench worker: {len(sent_at)} checks unanswered for 5 s")
+        for s, _ in events:
+            reply = s.recv()
+            t = now()
+            lat.append(t - sent_at.pop(s))
+            if b'"ok":true' not in reply:
+                raise SystemExit(f"bench worker: check failed: {reply[:200]!r}")
+            if t < stop_at:
+                sent_at[s] = t
+                s.send(body)
+    ctx.destroy(linger=0)
+    return lat
+
+
+def measure(endpoints: list[str], token: str, clients: int, seconds: float, processes: int,
+            kind: str, profile_pid: int | None = None) -> dict:
     procs = max(1, min(processes, clients))
     share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    workers = [subprocess.Popen([sys.executable, __file__, "--worker", endpoint, token, str(n),
-                                 str(seconds)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    workers = [subprocess.Popen([sys.executable, __file__, "--worker", kind, ",".join(endpoints),
+                                 token, str(n), str(seconds)],
+                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
                for n in share]
     profilers = []
     if profile_pid is not None:  # consoleauth and the first client process, in the window
@@ -80,51 +137,118 @@ def measure(endpoint: str, token: str, clients: int, seconds: float, processes: 
             "max_ms": lat[-1] * 1e3}
 
 
+class Cluster:
+    """consoleauth replicas on one store, and the store's own redis-server if it needs one."""
+
+    def __init__(self, store: str, replicas: int) -> None:
+        self.store = store
+        self.procs: list[subprocess.Popen] = []
+        self.state = tempfile.mkdtemp(prefix="bench-bus-")
+        extra = ["--state-dir", self.state]
+        if store == "redis":
+            if not shutil.which("redis-server"):
+                raise SystemExit("bench/bus.py: --store redis needs redis-server "
+                                 "(apt-get install redis-server; make system does)")
+            port = free_port()
+            self.procs.append(subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--dir", self.state], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL))
+            extra += ["--redis-url", f"redis://127.0.0.1:{port}/0"]
+            _wait_tcp(port)
+        elif replicas > 1:
+            raise SystemExit("bench/bus.py: --replicas > 1 needs a shared store (--store redis)")
+        self.endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(replicas)]
+        self.consoleauths = [subprocess.Popen(
+            [sys.executable, "-m", "consoleauth.cli", "--consoleauth-listen", ep, "--token-store",
+             store, "--log-format", "json", "--log-level", "warning", *extra],
+            stdin=subprocess.DEVNULL) for ep in self.endpoints]
+        self.procs += self.consoleauths
+
+    def token(self) -> str:
+        from console_common.bus import BusClient, BusUnavailable
+
+        for ep in self.endpoints:
+            with BusClient([ep], timeout=1.0) as admin:
+                deadline = time.monotonic() + 15
+                while True:
+                    try:
+                        admin.call("ping")
+                        break
+                    except BusUnavailable:
+                        if time.monotonic() > deadline:
+                            raise
+        with BusClient(self.endpoints[:1], timeout=2.0) as admin:
+            return admin.call("authorize_console", console_type="novnc", host="127.0.0.1",
+                              port=5900, instance_uuid="bench")["token"]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def _wait_tcp(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _, _, endpoint, token, clients, seconds = sys.argv
-        _worker(endpoint, token, int(clients), float(seconds))
+        _, _, kind, endpoints, token, clients, seconds = sys.argv
+        fn = _worker_req if kind == "req" else _worker_bus
+        json.dump(fn(endpoints.split(","), token, int(clients), float(seconds)), sys.stdout)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", default="1,10,100")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--store", default="memory", choices=[*STORES, "all"])
+    ap.add_argument("--client", default="bus", choices=["bus", "req", "both"])
+    ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--endpoint", help="use a running consoleauth instead of starting one")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy consoleauth and a client process (bench/results/profiles/)")
     args = ap.parse_args()
+    if args.profile and args.endpoint:
+        ap.error("--profile needs the consoleauth this script starts (no --endpoint)")
+    stores = STORES if args.store == "all" else (args.store,)
+    kinds = ("bus", "req") if args.client == "both" else (args.client,)
+    rows = []
+    for store in stores:
+        cluster = None if args.endpoint else Cluster(store, args.replicas)
+        try:
+            if cluster is None:
+                from console_common.bus import BusClient
 
-    proc = None
-    endpoint = args.endpoint
-    if endpoint is None:
-        endpoint = f"tcp://127.0.0.1:{free_port()}"
-        proc = subprocess.Popen([sys.executable, "-m", "consoleauth.cli", "--consoleauth-listen",
-                                 endpoint, "--token-store", "memory", "--log-format", "json",
-                                 "--log-level", "warning"], stdin=subprocess.DEVNULL)
-    try:
-        from console_common.bus import BusClient, BusUnavailable
-
-        with BusClient([endpoint], timeout=1.0) as admin:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    admin.call("ping")
-                    break
-                except BusUnavailable:
-                    if time.monotonic() > deadline:
-                        raise
-            token = admin.call("authorize_console", console_type="novnc", host="127.0.0.1",
-                               port=5900, instance_uuid="bench")["token"]
-        if args.profile and proc is None:
-            ap.error("--profile needs the consoleauth this script starts (no --endpoint)")
-        rows = [measure(endpoint, token, int(n), args.seconds, args.processes,
-                        proc.pid if args.profile and proc else None)
-                for n in args.clients.split(",")]
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=10)
+                endpoints = [args.endpoint]
+                with BusClient(endpoints, timeout=2.0) as admin:
+                    token = admin.call("authorize_console", console_type="novnc",
+                                       host="127.0.0.1", port=5900, instance_uuid="bench")["token"]
+            else:
+                endpoints, token = cluster.endpoints, cluster.token()
+            for kind in kinds:
+                for n in args.clients.split(","):
+                    pid = cluster.consoleauths[0].pid if args.profile and cluster else None
+                    row = measure(endpoints, token, int(n), args.seconds, args.processes, kind, pid)
+                    rows.append({"store": store if cluster else "running", "client": kind,
+                                 "replicas": len(endpoints), **row})
+        finally:
+            if cluster is not None:
+                cluster.stop()
     if args.profile:
         import profiles
 
@@ -133,11 +257,12 @@ def main() -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(f"check_token on {os.cpu_count()} cores, {args.seconds:g}s per level")
-        print("| clients | checks/s | p50 ms | p99 ms | max ms |")
-        print("|---:|---:|---:|---:|---:|")
+        print("| store | consoleauths | client | clients | checks/s | p50 ms | p99 ms | max ms |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['clients']} | {r['checks_per_s']:.0f} | {r['p50_ms']:.3f} | "
-                  f"{r['p99_ms']:.3f} | {r['max_ms']:.2f} |")
+            print(f"| {r['store']} | {r['replicas']} | {r['client']} | {r['clients']} | "
+                  f"{r['checks_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                  f"{r['max_ms']:.2f} |")
     return 0
 
 

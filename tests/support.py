@@ -141,3 +141,51 @@ def parse_log(path: Path) -> Iterator[dict]:
 
 def all_log_text() -> str:
     return "\n".join(p.read_text(errors="replace") for p in LOG_FILES if p.exists())
+
+
+class RedisServer:
+    """A real redis-server (Debian) on a free loopback port, that tests can stop, pause
+    (SIGSTOP), resume and start again on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        import shutil
+
+        if not shutil.which("redis-server"):
+            raise AssertionError("redis-server is missing: `make system` installs it")
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - closed by the child
+        self.popen = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        log.close()
+        wait_tcp("127.0.0.1", self.port)
+        return self
+
+    def pause(self) -> None:
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGCONT)
+            self.popen.kill()
+            self.popen.wait(10)
+        self.popen = None
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

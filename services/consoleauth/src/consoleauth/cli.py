@@ -21,7 +21,7 @@ from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable, open_store
 
 OPTIONS = (*COMMON, "consoleauth_listen", "console_token_ttl", "token_store", "state_dir",
-           "redis_url", "consoleauth_timeout", "graceful_timeout")
+           "redis_url", "redis_timeout", "consoleauth_timeout", "graceful_timeout")
 PURGE_EVERY = 30.0
 
 
@@ -30,16 +30,19 @@ def main(argv: list[str] | None = None) -> int:
                       OPTIONS, argv)
     log = boot("consoleauth", config)
     try:
-        store = open_store(config.token_store, config.state_dir, config.redis_url)
+        store = open_store(config.token_store, config.state_dir, config.redis_url,
+                           config.redis_timeout)
     except StoreUnavailable as exc:
         log.error("service.store_failed", error=str(exc))
         print(f"consoleauth: error: {exc}", file=sys.stderr)
         return 1
     state = State(store=store, ttl=config.console_token_ttl,
                   compute_timeout=config.consoleauth_timeout)
-    # Reads from memory-backed stores never wait: answer them in the receive loop.
-    inline = (frozenset() if store.name == "redis"
-              else frozenset({"check_token", "check_tokens", "ping"}))
+    # Token checks never wait (store.lookup answers now or hands back a result to wait
+    # on): they are served in the receive loop, without a greenlet each. ping counts
+    # tokens, which waits on a store whose reads wait.
+    inline = frozenset({"check_token", "check_tokens"} | (set() if store.reads_wait
+                                                          else {"ping"}))
     server = BusServer(config.consoleauth_listen, handlers(state), inline=inline)
     try:
         bound = server.start()

@@ -12,6 +12,13 @@ socket and sleeps on the ZeroMQ fd only when the queue is empty (the fd is edge-
 after every send we re-check EVENTS and wake the loop ourselves, as zmq.green does).
 Methods named in ``inline`` never block and run in the loop; the rest, and any handler
 that returns ``Deferred``, run in a greenlet from the bounded Pool.
+
+Every request gets exactly one reply: a pooled handler that runs past ``handler_timeout``
+is answered ``Unavailable`` (and interrupted); when the pool is full the request is
+answered ``Unavailable`` at once instead of stalling the loop; requests still running when
+the server stops past its grace are answered ``Unavailable`` too. Failures a caller sees
+as ``Unavailable`` or ``InternalError`` are logged as warnings with their cause,
+rate-limited per method and type.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ import gevent.pool
 import structlog
 import zmq
 
-from console_common.bus.errors import InternalError, RemoteError
+from console_common.bus.errors import InternalError, RemoteError, Unavailable
 from console_common.bus.protocol import (MAX_MESSAGE, Request, decode_request, encode_error,
                                          encode_result, request_id)
+from console_common.logging import Throttle
 
 Handler = Callable[[Any], Any]
 log = structlog.get_logger("bus")
@@ -46,10 +54,33 @@ class Deferred:
         self.fn = fn
 
 
+class Later:
+    """Returned by a handler whose answer waits on an asynchronous result (a Redis lookup
+    batched with others') without holding a greenlet. ``result`` is anything with
+    ``rawlink(callback)`` and ``wait()`` (a gevent AsyncResult, a store's Pending): once it
+    is settled the server calls ``then(result)`` where the callback runs, and replies with
+    what that returns (a value, a ``Deferred``, or a RemoteError raised). ``then`` must not
+    block. Whoever settles ``result`` must do so in bounded time: the server keeps no timer
+    per request."""
+
+    __slots__ = ("result", "then")
+
+    def __init__(self, result: Any, then: Callable[[Any], Any]) -> None:
+        self.result, self.then = result, then
+
+
+class _Overrun(BaseException):
+    """A pooled handler ran past handler_timeout. A BaseException, like gevent.Timeout, so
+    no ``except Exception`` on the way (ours or a library's) swallows it."""
+
+
 class BusServer:
-    def __init__(self, endpoint: str, handlers: Mapping[str, Handler], pool_size: int = 1024,
-                 context: zmq.Context | None = None, inline: frozenset[str] = frozenset()) -> None:
+    def __init__(self, endpoint: str, handlers: Mapping[str, Handler], pool_size: int = 4096,
+                 context: zmq.Context | None = None, inline: frozenset[str] = frozenset(),
+                 handler_timeout: float = 10.0) -> None:
         self._inline = inline
+        self._handler_timeout = handler_timeout
+        self._throttle = Throttle(10.0)
         self.endpoint = endpoint
         self._handlers = dict(handlers)
         self._known = frozenset(self._handlers)
@@ -61,6 +92,7 @@ class BusServer:
         self._loop: gevent.Greenlet | None = None
         self._stopping = gevent.event.Event()
         self._held: list[list[bytes]] | None = None  # replies of the running drain batch
+        self._outbox: list[list[bytes]] = []  # other replies, sent together at the loop's turn
         self.counters: Counter[str] = Counter()
         self.bound: str | None = None
 
@@ -144,37 +176,75 @@ class BusServer:
             if reply is not None:
                 self._reply(envelope, reply)
             return  # None: the handler deferred to a pooled greenlet
-        self._pool.spawn(self._handle_pooled, envelope, request)  # waits while the pool is full
+        self._spawn(envelope, request, lambda: self._handlers[request.method](request.args))
 
-    def _handle_pooled(self, envelope: list[bytes], request: Request) -> None:
-        self._reply(envelope, self._run(request, lambda: self._handlers[request.method](request.args),
-                                        deferred_ok=False))
+    def _spawn(self, envelope: list[bytes], request: Request, call: Callable[[], Any]) -> None:
+        if self._pool.full():  # answer now rather than stall every other caller
+            self._reply(envelope, self._failed(request, Unavailable(
+                f"server busy: {self._pool.size} requests in progress")))
+            return
+        self._pool.spawn(self._handle_pooled, envelope, request, call)
 
-    def _handle_deferred(self, envelope: list[bytes], request: Request, deferred: Deferred) -> None:
-        self._reply(envelope, self._run(request, deferred.fn, deferred_ok=False))
+    def _handle_pooled(self, envelope: list[bytes], request: Request,
+                       call: Callable[[], Any]) -> None:
+        reply = None
+        try:
+            with gevent.Timeout(self._handler_timeout, _Overrun):
+                reply = self._run(request, call, deferred_ok=False)
+        except _Overrun:
+            reply = self._failed(request, Unavailable(
+                f"{request.method} not served in {self._handler_timeout:g}s"))
+        except gevent.GreenletExit:  # killed by stop() after the grace period
+            reply = self._failed(request, Unavailable("server stopping"))
+            raise
+        finally:
+            if reply is not None:
+                self._reply(envelope, reply)
 
     def _run(self, request: Request, call: Callable[[], Any], deferred_ok: bool = True,
              envelope: list[bytes] | None = None) -> bytes | None:
         """Run a handler; the encoded reply, or None when it deferred to a greenlet."""
         try:
             result = call()
+            if isinstance(result, Later) and envelope is not None:
+                later = result
+                later.result.rawlink(lambda settled: self._settle(envelope, request, later))
+                return None
             if isinstance(result, Deferred):
                 if deferred_ok:
-                    self._pool.spawn(self._handle_deferred, envelope, request, result)
+                    self._spawn(envelope, request, result.fn)
                     return None
                 result = result.fn()
+            if isinstance(result, Later):  # in a pooled greenlet: wait for it here
+                result.result.wait()
+                result = result.then(result.result)
             reply = encode_result(request.method, result, request.id)
         except RemoteError as exc:
-            self.counters[f"{request.method}.{exc.type}"] += 1
-            return encode_error(exc.type, exc.message, request.id)
+            return self._failed(request, exc)
         except Exception:
             self.counters["internal_error"] += 1
             log.error("bus.handler_failed", method=request.method, exc_info=True)
             return encode_error(InternalError.type, f"internal error in {request.method}", request.id)
         self.counters[f"{request.method}.ok"] += 1
         if len(reply) > MAX_MESSAGE:
-            return encode_error(InternalError.type, "reply too large", request.id)
+            return self._failed(request, InternalError("reply too large"))
         return reply
+
+    def _settle(self, envelope: list[bytes], request: Request, later: Later) -> None:
+        reply = self._run(request, lambda: later.then(later.result), envelope=envelope)
+        if reply is not None:
+            self._reply(envelope, reply)
+
+    def _failed(self, request: Request, exc: RemoteError) -> bytes:
+        """The error reply for ``exc``; a failure of ours (not the caller's) is logged."""
+        self.counters[f"{request.method}.{exc.type}"] += 1
+        if exc.type in (Unavailable.type, InternalError.type):
+            key = f"{request.method}.{exc.type}"
+            held = self._throttle.allow(key)
+            if held is not None:
+                log.warning("bus.request_failed", method=request.method, error_type=exc.type,
+                            error=exc.message, suppressed=held)
+        return encode_error(exc.type, exc.message, request.id)
 
     def _reply(self, envelope: list[bytes], payload: bytes) -> None:
         if self._held is not None:
@@ -182,8 +252,18 @@ class BusServer:
             # I/O thread once for the lot instead of once per reply (a syscall and a
             # thread switch each, a quarter of a check's cost when measured).
             self._held.append([*envelope, payload])
-        else:
-            self._send([*envelope, payload])
+            return
+        # Replies made elsewhere (pooled greenlets, settled Laters) are gathered the same
+        # way and sent when the hub next runs its callbacks.
+        if not self._outbox:
+            gevent.get_hub().loop.run_callback(self._flush)
+        self._outbox.append([*envelope, payload])
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for frames in outbox:
+            self._send(frames, wake=False)
+        self._wake_if_pending()
 
     def _send(self, frames: list[bytes], wake: bool = True) -> None:
         if self._sock is None:
@@ -209,6 +289,7 @@ class BusServer:
             self._watcher.stop()
         self._pool.join(timeout=grace)
         self._pool.kill(block=True, timeout=1)
+        self._flush()  # the answers of what was killed ("server stopping")
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None

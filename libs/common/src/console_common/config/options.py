@@ -174,6 +174,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
          "sqlite", "Token store: sqlite (file in state_dir), memory or redis.", metavar="KIND"),
     _opt("redis_url", _STR, "redis://127.0.0.1:6379/0", "Redis URL for token_store=redis.",
          metavar="URL"),
+    _opt("redis_timeout", _positive_float, 0.5,
+         "Bound on one Redis round trip, connect included, in seconds (token_store=redis).",
+         metavar="SECONDS"),
     _opt("state_dir", _STR, None, "Directory for the sqlite token store "
          "(default $XDG_STATE_HOME/console-proxy or ~/.local/state/console-proxy).", metavar="DIR"),
     _opt("log_format", lambda: fields.String(validate=validate.OneOf(

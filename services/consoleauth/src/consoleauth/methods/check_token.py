@@ -10,21 +10,41 @@ from __future__ import annotations
 import structlog
 
 from console_common.bus import BusUnavailable, InvalidToken, RemoteError, Unavailable
-from console_common.bus.server import Deferred
+from console_common.bus.server import Deferred, Later
 from console_common.bus.messages import CheckTokenArgs, ConnectInfo
 from console_common.tokens import token_hash, token_id
 from consoleauth.state import State
-from consoleauth.stores import StoreUnavailable, TokenRecord
+from consoleauth.stores import Pending, StoreUnavailable, TokenRecord
 
 log = structlog.get_logger("consoleauth")
 
 
-def handle(state: State, args: CheckTokenArgs) -> ConnectInfo | Deferred:
+def handle(state: State, args: CheckTokenArgs) -> ConnectInfo | Deferred | Later:
     hashed = token_hash(args.token)
+    found = lookup(state, [hashed])
+    if isinstance(found, list):
+        return answer(state, args, hashed, found[0])
+    return Later(found, lambda settled: answer(state, args, hashed, records(settled)[0]))
+
+
+def lookup(state: State, hashes: list[str]) -> list[TokenRecord | None] | Pending:
+    """The records now, or a result to wait on (the store batches lookups)."""
     try:
-        record = state.store.get(hashed, state.clock())
+        return state.store.lookup(hashes, state.clock())
     except StoreUnavailable as exc:
         raise Unavailable(str(exc)) from exc
+
+
+def records(settled: Pending) -> list[TokenRecord | None]:
+    try:
+        return settled.get(block=False)
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from exc
+
+
+def answer(state: State, args: CheckTokenArgs, hashed: str,
+           record: TokenRecord | None) -> ConnectInfo | Deferred:
+    """The reply for a token whose record was looked up (``None``: not found or expired)."""
     if record is None:
         state.counters["check.invalid"] += 1
         raise InvalidToken("invalid or expired token")

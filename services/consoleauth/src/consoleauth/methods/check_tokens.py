@@ -9,19 +9,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from console_common.bus import RemoteError
+from console_common.bus import RemoteError, Unavailable
 from console_common.bus.messages import CheckTokenArgs, CheckTokensArgs, CheckTokensResult
-from console_common.bus.server import Deferred
+from console_common.bus.server import Deferred, Later
 
+from console_common.tokens import token_hash
 from consoleauth.methods import check_token
 from consoleauth.state import State
 
 
-def handle(state: State, args: CheckTokensArgs) -> CheckTokensResult | Deferred:
+def handle(state: State, args: CheckTokensArgs) -> CheckTokensResult | Deferred | Later:
+    hashes = [token_hash(token) for token in args.tokens]
+    try:  # one lookup for the lot (one Redis round trip)
+        found = check_token.lookup(state, hashes)
+    except Unavailable as exc:
+        return CheckTokensResult(tuple(exc for _ in hashes))
+    if isinstance(found, list):
+        return _answers(state, args, hashes, found)
+    return Later(found, lambda settled: _answers(state, args, hashes, _records(settled, hashes)))
+
+
+def _records(settled: Any, hashes: list[str]) -> list[Any]:
+    try:
+        return check_token.records(settled)
+    except Unavailable as exc:  # every token gets the store's failure
+        return [exc for _ in hashes]
+
+
+def _answers(state: State, args: CheckTokensArgs, hashes: list[str],
+             found: list[Any]) -> CheckTokensResult | Deferred:
     items: list[Any] = []
-    for token in args.tokens:
+    for token, hashed, record in zip(args.tokens, hashes, found, strict=True):
+        if isinstance(record, RemoteError):
+            items.append(record)
+            continue
         try:
-            items.append(check_token.handle(state, CheckTokenArgs(token)))
+            items.append(check_token.answer(state, CheckTokenArgs(token), hashed, record))
         except RemoteError as exc:
             items.append(exc)
     if not any(isinstance(item, Deferred) for item in items):

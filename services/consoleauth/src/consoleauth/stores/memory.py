@@ -7,6 +7,7 @@ from consoleauth.stores.base import TokenRecord
 
 class MemoryStore:
     name = "memory"
+    reads_wait = False  # a dict lookup: safe to answer in the bus receive loop
 
     def __init__(self) -> None:
         self._tokens: dict[str, TokenRecord] = {}
@@ -24,6 +25,11 @@ class MemoryStore:
             self.delete(token_hash)
             return None
         return record
+
+    def get_many(self, token_hashes: list[str], now: float) -> list[TokenRecord | None]:
+        return [self.get(h, now) for h in token_hashes]
+
+    lookup = get_many  # ready at once: never a result to wait on
 
     def delete(self, token_hash: str) -> None:
         record = self._tokens.pop(token_hash, None)

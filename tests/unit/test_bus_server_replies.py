@@ -1,0 +1,145 @@
+"""Every request gets exactly one reply from our BusServer (real ZeroMQ on loopback):
+a handler that overruns, a full pool, a stop that cuts running handlers and a result that
+arrives later (``Later``) all end in a reply, and failures of ours are logged once."""
+
+from __future__ import annotations
+
+import json
+
+import gevent
+import gevent.event
+import pytest
+import structlog
+import zmq
+from console_common.bus import BusServer
+from console_common.bus.server import Later
+from console_common.logging import Throttle
+
+
+def _dealer(endpoint: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def _send(sock: zmq.Socket, method: str, rid: str, **args) -> None:
+    sock.send_multipart([rid.encode(), b"", json.dumps(
+        {"v": 1, "id": rid, "method": method, "args": args}).encode()])
+
+
+def _replies(sock: zmq.Socket, count: int, timeout: float = 5.0) -> dict[str, dict]:
+    """Wait (green) for ``count`` replies; {request id: reply}."""
+    out: dict[str, dict] = {}
+    with gevent.Timeout(timeout, AssertionError(f"only {len(out)} of {count} replies")):
+        while len(out) < count:
+            if sock.poll(0):
+                rid, _, body = sock.recv_multipart()
+                out[rid.decode()] = json.loads(body)
+            else:
+                gevent.sleep(0.005)
+    return out
+
+
+def _server(handlers, **kw) -> BusServer:
+    srv = BusServer("tcp://127.0.0.1:*", handlers, **kw)
+    srv.start()
+    return srv
+
+
+def test_overrunning_handler_is_answered_unavailable_and_logged() -> None:
+    def slow(args):
+        gevent.sleep(5)
+        return {"service": "late"}
+
+    srv = _server({"ping": slow}, handler_timeout=0.2)
+    sock = _dealer(srv.bound)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for i in range(3):
+                _send(sock, "ping", f"r{i}")
+            replies = _replies(sock, 3)
+        assert {r["error"]["type"] for r in replies.values()} == {"Unavailable"}
+        assert "not served in 0.2s" in replies["r0"]["error"]["message"]
+        warned = [e for e in logs if e["event"] == "bus.request_failed"]
+        assert len(warned) == 1  # rate-limited: one line for the three
+        assert warned[0]["method"] == "ping" and warned[0]["error_type"] == "Unavailable"
+    finally:
+        sock.close()
+        srv.stop(grace=0.1)
+
+
+def test_full_pool_answers_busy_at_once() -> None:
+    release = gevent.event.Event()
+
+    def held(args):
+        release.wait(5)
+        return {"service": "held"}
+
+    srv = _server({"ping": held}, pool_size=2)
+    sock = _dealer(srv.bound)
+    try:
+        for i in range(5):
+            _send(sock, "ping", f"r{i}")
+        busy = _replies(sock, 3, timeout=2)  # three over the pool's two: answered now
+        assert all("server busy" in r["error"]["message"] for r in busy.values())
+        release.set()
+        done = _replies(sock, 2)
+        assert all(r["ok"] for r in done.values())
+        assert set(busy) | set(done) == {f"r{i}" for i in range(5)}
+    finally:
+        sock.close()
+        srv.stop(grace=0.1)
+
+
+def test_stop_answers_the_requests_it_cuts() -> None:
+    srv = _server({"ping": lambda args: gevent.sleep(30)})
+    sock = _dealer(srv.bound)
+    try:
+        for i in range(4):
+            _send(sock, "ping", f"r{i}")
+        gevent.sleep(0.3)  # received and running
+        stopper = gevent.spawn(srv.stop, grace=0.2)
+        replies = _replies(sock, 4)
+        stopper.join(5)
+        assert {r["error"]["message"] for r in replies.values()} == {"server stopping"}
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_later_replies_when_its_result_is_settled(inline: bool) -> None:
+    results: list[gevent.event.AsyncResult] = []
+
+    def deferred(args):
+        result = gevent.event.AsyncResult()
+        results.append(result)
+        return Later(result, lambda settled: {"service": settled.get(block=False)})
+
+    srv = _server({"ping": deferred}, inline=frozenset({"ping"}) if inline else frozenset())
+    sock = _dealer(srv.bound)
+    try:
+        for i in range(3):
+            _send(sock, "ping", f"r{i}")
+        with gevent.Timeout(5):
+            while len(results) < 3:
+                gevent.sleep(0.01)
+        assert not sock.poll(100)  # nothing before the results are there
+        for i, result in enumerate(results):
+            result.set(f"s{i}")
+        replies = _replies(sock, 3)
+        assert sorted(r["result"]["service"] for r in replies.values()) == ["s0", "s1", "s2"]
+    finally:
+        sock.close()
+        srv.stop(grace=0.1)
+
+
+def test_throttle_counts_what_it_held_back() -> None:
+    now = [0.0]
+    throttle = Throttle(10.0, clock=lambda: now[0])
+    assert throttle.allow("a") == 0
+    assert throttle.allow("a") is None
+    assert throttle.allow("b") == 0  # keys are independent
+    assert throttle.allow("a") is None
+    now[0] = 10.0
+    assert throttle.allow("a") == 2
