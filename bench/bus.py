@@ -137,6 +137,49 @@ def measure(endpoints: list[str], token: str, clients: int, seconds: float, proc
             "max_ms": lat[-1] * 1e3}
 
 
+def ping_with_tokens(endpoint: str, tokens: int) -> dict:
+    """Fill the store with ``tokens`` live tokens (500 authorizations in flight), then time
+    200 pings one after another: ping counts tokens, so it must not scan the store."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+
+    def request(method: str, args: dict, rid: int) -> None:
+        sock.send_multipart([str(rid).encode(), b"", json.dumps(
+            {"v": 1, "id": str(rid), "method": method, "args": args}).encode()])
+
+    t0 = time.perf_counter()
+    sent = answered = 0
+    while answered < tokens:
+        while sent < tokens and sent - answered < 500:
+            request("authorize_console", {"console_type": "novnc", "host": "127.0.0.1",
+                                          "port": 5900, "instance_uuid": f"fill-{sent}"}, sent)
+            sent += 1
+        if not sock.poll(10000):
+            raise RuntimeError(f"filling the store: no reply after {answered} of {tokens}")
+        _, _, reply = sock.recv_multipart()
+        if b'"ok":true' not in reply:
+            raise RuntimeError(f"filling the store: {reply[:200]!r}")
+        answered += 1
+    fill_s = time.perf_counter() - t0
+    lat = []
+    count = None
+    for i in range(200):
+        t = time.perf_counter()
+        request("ping", {}, i)
+        if not sock.poll(10000):
+            raise RuntimeError("ping: no reply")
+        count = json.loads(sock.recv_multipart()[2])["result"]["tokens"]
+        lat.append(time.perf_counter() - t)
+    ctx.destroy(linger=0)
+    lat.sort()
+    return {"tokens": count, "fill_s": fill_s, "ping_p50_ms": lat[100] * 1e3,
+            "ping_p99_ms": lat[198] * 1e3, "ping_max_ms": lat[-1] * 1e3}
+
+
 class Cluster:
     """consoleauth replicas on one store, and the store's own redis-server if it needs one."""
 
@@ -218,6 +261,8 @@ def main() -> int:
     ap.add_argument("--store", default="memory", choices=[*STORES, "all"])
     ap.add_argument("--client", default="bus", choices=["bus", "req", "both"])
     ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--ping-tokens", type=int, default=0,
+                    help="then fill the store with N tokens and time ping (no scan)")
     ap.add_argument("--endpoint", help="use a running consoleauth instead of starting one")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", action="store_true",
@@ -227,7 +272,8 @@ def main() -> int:
         ap.error("--profile needs the consoleauth this script starts (no --endpoint)")
     stores = STORES if args.store == "all" else (args.store,)
     kinds = ("bus", "req") if args.client == "both" else (args.client,)
-    rows = []
+    rows: list[dict] = []
+    pings: list[dict] = []
     for store in stores:
         cluster = None if args.endpoint else Cluster(store, args.replicas)
         try:
@@ -246,6 +292,8 @@ def main() -> int:
                     row = measure(endpoints, token, int(n), args.seconds, args.processes, kind, pid)
                     rows.append({"store": store if cluster else "running", "client": kind,
                                  "replicas": len(endpoints), **row})
+            if args.ping_tokens:
+                pings.append({"store": store, **ping_with_tokens(endpoints[0], args.ping_tokens)})
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -254,7 +302,7 @@ def main() -> int:
 
         print(f"profiles: {profiles.write_summary()}", file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + pings if pings else rows, indent=2))
     else:
         print(f"check_token on {os.cpu_count()} cores, {args.seconds:g}s per level")
         print("| store | consoleauths | client | clients | checks/s | p50 ms | p99 ms | max ms |")
@@ -263,6 +311,10 @@ def main() -> int:
             print(f"| {r['store']} | {r['replicas']} | {r['client']} | {r['clients']} | "
                   f"{r['checks_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
                   f"{r['max_ms']:.2f} |")
+        for p in pings:
+            print(f"ping with {p['tokens']} live tokens ({p['store']}, filled in "
+                  f"{p['fill_s']:.1f}s): p50 {p['ping_p50_ms']:.3f} ms, p99 "
+                  f"{p['ping_p99_ms']:.3f} ms, max {p['ping_max_ms']:.2f} ms")
     return 0
 
 
