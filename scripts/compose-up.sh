@@ -25,7 +25,7 @@ stage_context() {
     rm -rf "$STAGE/wheels" "$STAGE/novnc"; mkdir -p "$STAGE/wheels"
     bash scripts/uv.sh build --all-packages --wheel -q -o "$STAGE/wheels"
     # Keep every locked dependency that can apply to CPython on Linux (markers dropped:
-    # Debian's python3 is 3.11.2 and redis needs async-timeout below 3.11.3, the host may
+    # a dependency may carry a python_full_version marker and the host python may
     # be newer), skip PyPy/Windows-only ones.
     bash scripts/uv.sh export --all-packages --no-dev --no-emit-workspace --frozen --no-hashes -q \
         | grep -E '^[A-Za-z0-9]' | grep -viE "pypy|win32" | sed 's/ *;.*$//' >"$STAGE/requirements.txt"

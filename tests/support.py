@@ -147,7 +147,7 @@ class RedisServer:
     """A real redis-server (Debian) on a free loopback port, that tests can stop, pause
     (SIGSTOP), resume and start again on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra: str) -> None:
         import shutil
 
         if not shutil.which("redis-server"):
@@ -156,13 +156,14 @@ class RedisServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = extra
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> "RedisServer":
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - closed by the child
         self.popen = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()

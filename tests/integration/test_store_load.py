@@ -18,7 +18,8 @@ import zmq
 from console_common.bus import BusClient, BusUnavailable, Unavailable
 
 from tests.integration._consoles import start_consoleauth
-from tests.support import REPO, RedisServer, remember_secret
+from tests.support import (REPO, RedisServer, ServiceProcess, free_port, remember_secret,
+                           wait_bus)
 
 STORES = ["memory", "sqlite", "redis"]
 LOAD = REPO / "tests" / "tools" / "bus_load.py"
@@ -246,3 +247,42 @@ def test_redis_ping_counts_live_tokens_only(tmp_path: Path) -> None:
             assert client.call("ping")["tokens"] == 5
             time.sleep(1.2)
             assert client.call("ping")["tokens"] == 0
+
+
+def test_redis_password_database_and_unix_socket(tmp_path: Path) -> None:
+    password = remember_secret("pw-" + "7" * 30)
+    sock_path = tmp_path / "redis" / "redis.sock"
+    with RedisServer(tmp_path / "redis", "--requirepass", password, "--unixsocket",
+                     str(sock_path), "--unixsocketperm", "700") as redis:
+        urls = [f"redis://:{password}@127.0.0.1:{redis.port}/2",
+                f"unix://:{password}@{sock_path}?db=2"]
+        for url in urls:
+            ca, ep = start_consoleauth(tmp_path, "--redis-url", url, store="redis")
+            with ca, BusClient([ep], timeout=2) as client:
+                token = remember_secret(client.call("authorize_console",
+                                                    **_authorize_args(1))["token"])
+                assert client.call("check_token", token=token).instance_uuid == "burst-1"
+                assert client.call("ping")["tokens"] == 1
+                assert client.call("delete_tokens_for_instance",
+                                   instance_uuid="burst-1")["deleted"] == 1
+        ca, ep = start_consoleauth(tmp_path, "--redis-url", urls[0], store="redis")
+        with ca, BusClient([ep], timeout=2) as client:
+            remember_secret(client.call("authorize_console", **_authorize_args(2))["token"])
+
+        def dbsize(db: int) -> str:
+            return subprocess.run(["redis-cli", "-p", str(redis.port), "-a", password,
+                                   "--no-auth-warning", "-n", str(db), "dbsize"],
+                                  capture_output=True, text=True, timeout=10).stdout.strip()
+
+        assert (dbsize(2), dbsize(0)) == ("3", "0")  # token, instance set, expiry index
+
+        wrong = f"redis://:nope-{'x' * 20}@127.0.0.1:{redis.port}/2"
+        ep = f"tcp://127.0.0.1:{free_port()}"
+        ca = ServiceProcess.start("consoleauth", ["--consoleauth-listen", ep, "--token-store",
+                                                  "redis", "--redis-url", wrong], tmp_path)
+        with ca:
+            with pytest.raises(Unavailable, match="AUTH refused"):
+                wait_bus(ep)  # up, and answering: the store is what fails
+        warned = [line for line in ca.lines() if line["event"] == "store.unavailable"]
+        assert warned and "AUTH refused" in warned[0]["error"]
+        assert "nope-" not in ca.log_path.read_text()
