@@ -21,10 +21,11 @@ class State:
     _computes: dict[str, BusClient] = field(default_factory=dict)
 
     def compute(self, url: str) -> BusClient:
-        """A client for a compute host's control endpoint (cached: sockets are pooled)."""
+        """A client for a compute host's control endpoint (cached: sockets are pooled).
+        One attempt: a check asks its compute host once, within the caller's budget."""
         client = self._computes.get(url)
         if client is None:
-            client = self._computes[url] = BusClient([url], self.compute_timeout, attempts=2)
+            client = self._computes[url] = BusClient([url], self.compute_timeout, attempts=1)
         return client
 
     def close(self) -> None:

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from console_common.bus import BusClient, BusUnavailable, ConnectInfo, InvalidToken, RemoteError
+from console_common.bus import BusClient, BusError, ConnectInfo
+from console_common.tokencheck import Denial, Denied, check_console_token
 from console_common.httphead import Request
 from console_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.relay import Stream, TcpStream
@@ -215,25 +216,16 @@ class ConsoleApp:
 
     def check_token(self, token: str) -> ConnectInfo | Refused:
         started = time.monotonic()
-        try:
-            info = self.bus.check_token(token)
-        except InvalidToken:
-            result: ConnectInfo | Refused = self._refuse(
-                403, INVALID_TOKEN, "invalid or expired console token")
-            outcome = "invalid"
-        except BusUnavailable:
-            result = self._refuse(503, CONSOLEAUTH_UNAVAILABLE, "consoleauth did not answer")
-            outcome = "unavailable"
-        except RemoteError as exc:
-            # consoleauth is up but cannot decide (store or compute host unreachable).
-            result = self._refuse(503, CONSOLEAUTH_UNAVAILABLE, f"consoleauth: {exc.type}")
-            outcome = "unavailable"
-        else:
-            if not isinstance(info, ConnectInfo) or info.console_type != "novnc":
-                result = self._refuse(403, INVALID_TOKEN, "not a noVNC console token")
-                outcome = "invalid"
+        checked = check_console_token(self.bus, token, "novnc")
+        if isinstance(checked, Denied):
+            outcome = checked.kind.value
+            if checked.kind is Denial.UNAVAILABLE:
+                result: ConnectInfo | Refused = self._refuse(503, CONSOLEAUTH_UNAVAILABLE,
+                                                             checked.reason)
             else:
-                result, outcome = info, "ok"
+                result = self._refuse(403, INVALID_TOKEN, checked.reason)
+        else:
+            result, outcome = checked, "ok"
         self.metrics.token_check_seconds.observe(time.monotonic() - started)
         self.metrics.token_checks.inc(result=outcome)
         return result
@@ -346,11 +338,9 @@ class ConsoleApp:
         headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
         try:
             pong = self.bus.call("ping")
-        except BusUnavailable as exc:
-            body = {"ok": False, "error": CONSOLEAUTH_UNAVAILABLE, "message": str(exc)}
-            return _status(503), headers, json_body(body)
-        except RemoteError as exc:
-            body = {"ok": False, "error": CONSOLEAUTH_UNAVAILABLE, "message": exc.type}
+        except BusError as exc:  # unreachable, garbage, or consoleauth's store is down
+            body = {"ok": False, "error": CONSOLEAUTH_UNAVAILABLE,
+                    "message": getattr(exc, "type", None) or str(exc)}
             return _status(503), headers, json_body(body)
         body = {"ok": True, "consoleauth": {k: pong.get(k) for k in ("service", "version", "store")}
                 if isinstance(pong, dict) else {},

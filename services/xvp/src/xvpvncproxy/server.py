@@ -19,7 +19,8 @@ from typing import Any
 
 import gevent
 import structlog
-from console_common.bus import BusClient, BusUnavailable, InvalidToken, RemoteError
+from console_common.bus import BusClient
+from console_common.tokencheck import Denial, Denied, check_console_token
 from console_common.bus.messages import ConnectInfo
 from console_common.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
 from console_common.metrics import CONTENT_TYPE, Registry
@@ -74,16 +75,10 @@ def admit(bus: BusClient, request: Request) -> tuple[str, ConnectInfo]:
     token = query_param(request.target, "token")
     if not token:
         raise Refused(400, "no token in the request")
-    try:
-        info = bus.check_token(token)
-    except InvalidToken as exc:
-        raise Refused(401, "invalid or expired token") from exc
-    except BusUnavailable as exc:
-        raise Refused(503, f"consoleauth unreachable: {exc}") from exc
-    except RemoteError as exc:  # Unavailable (store, compute host) and the like
-        raise Refused(503, f"consoleauth could not check the token: {exc.type}") from exc
-    if info.console_type != CONSOLE_TYPE:  # a noVNC link is not an xvp link
-        raise Refused(401, f"not an {CONSOLE_TYPE} console token ({info.console_type})")
+    checked = check_console_token(bus, token, CONSOLE_TYPE)
+    if isinstance(checked, Denied):
+        raise Refused(503 if checked.kind is Denial.UNAVAILABLE else 401, checked.reason)
+    info = checked
     return token, info
 
 

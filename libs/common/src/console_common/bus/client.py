@@ -187,10 +187,18 @@ class BusClient:
 
     def call(self, method: str, **args: Any) -> Any:
         """Call ``method``; returns its result or raises RemoteError / BusUnavailable."""
+        return self.request(method, args)
+
+    def request(self, method: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+        """``call`` with the arguments as a dict, within ``timeout`` seconds (default: the
+        client's): one deadline for every attempt. Each attempt tells the server its share
+        of what is left (``budget_ms``), so the server spends no longer on it than the
+        caller will wait for it, and a slow downstream (a compute host) is not asked again
+        by a retry the caller sent because the first answer was late."""
         rid = f"{self._prefix}-{next(self._ids)}"
-        payload = encode_request(method, args, rid)  # schema-checked, size-capped
         key = rid.encode()
-        deadline = time.monotonic() + self._timeout
+        budget = self._timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + budget
         first = next(self._turn)
         count = len(self._endpoints)
         detail = ""
@@ -200,6 +208,7 @@ class BusClient:
                 break
             endpoint = self._endpoints[(first + attempt) % count]
             share = remaining / (self._attempts - attempt)
+            payload = encode_request(method, args, rid, budget_ms=int(share * 1000))
             channel = self._channel(endpoint)
             sent_at = time.monotonic()
             try:
@@ -220,7 +229,7 @@ class BusClient:
                 detail = f"last try {endpoint}: connection reset after a timeout"
                 continue
             return decode_reply(data, method, rid)
-        raise BusUnavailable(self._names, self._timeout, detail)
+        raise BusUnavailable(self._names, budget, detail)
 
     def check_token(self, token: str) -> ConnectInfo:
         """``call("check_token", token=token)``, coalesced: the checks this process's
@@ -232,7 +241,10 @@ class BusClient:
             self._checks = []
             gevent.spawn(self._send_checks)  # runs after the greenlets runnable now
         self._checks.append((token, waiter))
-        return waiter.get()
+        try:  # the sender fails every waiter in its deadline; this bound is a second one
+            return waiter.get(timeout=self._timeout + 1.0)
+        except gevent.Timeout:
+            raise BusUnavailable(self._names, self._timeout, "no answer to a batched check") from None
 
     def _send_checks(self) -> None:
         checks, self._checks = self._checks or [], None

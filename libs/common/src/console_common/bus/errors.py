@@ -57,12 +57,18 @@ class Unavailable(RemoteError):
     type = "Unavailable"
 
 
+class DeadlineExceeded(Unavailable):
+    """The caller's budget (``budget_ms``) ran out before the request could be served."""
+
+    type = "DeadlineExceeded"
+
+
 class InternalError(RemoteError):
     type = "InternalError"
 
 
 _BY_TYPE = {cls.type: cls for cls in (InvalidToken, UnknownInstance, BadRequest, UnknownMethod,
-                                      Unavailable, InternalError)}
+                                      Unavailable, DeadlineExceeded, InternalError)}
 
 
 def remote_error(type_: str, message: str) -> RemoteError:

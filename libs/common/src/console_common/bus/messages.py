@@ -31,11 +31,18 @@ _Token = lambda **kw: fields.String(validate=validate.Length(min=1, max=256), **
 
 
 # --- envelope --------------------------------------------------------------------------
+MAX_BUDGET_MS = 600_000  # a caller's budget for one request (10 minutes at most)
+
+
 class RequestSchema(_Strict):
     v = _Int(required=True, validate=validate.Equal(VERSION, error="unsupported version {input}"))
     id = _Str(64, load_default=None, allow_none=True)
     method = fields.String(required=True, validate=validate.Length(min=1, max=64))
     args = fields.Dict(keys=fields.String(), load_default=dict)
+    # What is left of the caller's deadline when it sent the request, in ms: the server
+    # spends no more than that (absent: the server's default; 0: answered DeadlineExceeded).
+    budget_ms = _Int(load_default=None, allow_none=True,
+                     validate=validate.Range(min=0, max=MAX_BUDGET_MS))
 
 
 class ErrorSchema(_Strict):

@@ -23,6 +23,7 @@ from console_common.bus.errors import (
 from console_common.bus.messages import (
     FAST_RESULTS,
     MAX_BATCH,
+    MAX_BUDGET_MS,
     CheckTokensArgs,
     CheckTokensResult,
     CheckTokenArgs,
@@ -45,6 +46,7 @@ class Request:
     method: str
     args: Any  # the method's args object (a frozen dataclass or a dict)
     id: str | None = None
+    budget_ms: int | None = None  # what the caller had left when it sent the request
 
 
 def _to_plain(obj: Any) -> Any:
@@ -87,7 +89,8 @@ def _arg_names(method: str) -> tuple[frozenset[str], frozenset[str]] | None:
 _ARG_NAMES: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
 
-def encode_request(method: str, args: dict[str, Any] | None = None, id: str | None = None) -> bytes:
+def encode_request(method: str, args: dict[str, Any] | None = None, id: str | None = None,
+                   budget_ms: int | None = None) -> bytes:
     """Check the method exists and the argument names fit its schema, and encode.
 
     Values are not loaded through the schema here (a third of a check_token call's
@@ -105,30 +108,36 @@ def encode_request(method: str, args: dict[str, Any] | None = None, id: str | No
         raise BadRequest(f"{method}: " + "; ".join(
             ([f"missing: {missing}"] if missing else [])
             + ([f"unknown: {unknown}"] if unknown else [])))
-    payload = _dumps({"v": VERSION, "id": id, "method": method, "args": plain}).encode()
+    envelope = {"v": VERSION, "id": id, "method": method, "args": plain}
+    if budget_ms is not None:
+        envelope["budget_ms"] = max(0, min(MAX_BUDGET_MS, int(budget_ms)))
+    payload = _dumps(envelope).encode()
     if len(payload) > MAX_MESSAGE:
         raise BadRequest(f"{method}: request exceeds {MAX_MESSAGE} bytes")
     return payload
 
 
-_CHECK_KEYS = ({"v", "method", "args"}, {"v", "id", "method", "args"})
+_CHECK_KEYS = ({"v", "method", "args"}, {"v", "id", "method", "args"},
+               {"v", "method", "args", "budget_ms"}, {"v", "id", "method", "args", "budget_ms"})
 
 
 def _plain_args(obj: dict[str, Any], method: str, arg: str,
-                known: frozenset[str] | None) -> tuple[Any, str | None] | None:
-    """(the one argument's value, the id) of a request for ``method`` whose envelope the
-    schemas surely accept unchanged, else None: the hot requests skip marshmallow only
-    when plainly valid; anything else (even valid) takes the schema path."""
+                known: frozenset[str] | None) -> tuple[Any, str | None, int | None] | None:
+    """(the one argument's value, the id, the budget) of a request for ``method`` whose
+    envelope the schemas surely accept unchanged, else None: the hot requests skip
+    marshmallow only when plainly valid; anything else (even valid) takes the schema path."""
     if obj.keys() not in _CHECK_KEYS or obj["method"] != method:
         return None
     if known is not None and method not in known:
         return None
-    v, rid, args = obj["v"], obj.get("id"), obj["args"]
+    v, rid, args, budget = obj["v"], obj.get("id"), obj["args"], obj.get("budget_ms")
     if type(v) is not int or v != VERSION or type(args) is not dict or args.keys() != {arg}:
         return None
     if rid is not None and (type(rid) is not str or len(rid) > 64):
         return None
-    return args[arg], rid
+    if budget is not None and (type(budget) is not int or not 0 <= budget <= MAX_BUDGET_MS):
+        return None
+    return args[arg], rid, budget
 
 
 def _is_token(value: Any) -> bool:
@@ -140,7 +149,7 @@ def _plain_check_token(obj: dict[str, Any], known: frozenset[str] | None) -> Req
     plain = _plain_args(obj, "check_token", "token", known)
     if plain is None or not _is_token(plain[0]):
         return None
-    return Request("check_token", CheckTokenArgs(plain[0]), plain[1])
+    return Request("check_token", CheckTokenArgs(plain[0]), plain[1], plain[2])
 
 
 def _plain_check_tokens(obj: dict[str, Any], known: frozenset[str] | None) -> Request | None:
@@ -148,12 +157,12 @@ def _plain_check_tokens(obj: dict[str, Any], known: frozenset[str] | None) -> Re
     plain = _plain_args(obj, "check_tokens", "tokens", known)
     if plain is None:
         return None
-    tokens, rid = plain
+    tokens, rid, budget = plain
     if type(tokens) is not list or not 1 <= len(tokens) <= MAX_BATCH:
         return None
     if not all(_is_token(token) for token in tokens):
         return None
-    return Request("check_tokens", CheckTokensArgs(tuple(tokens)), rid)
+    return Request("check_tokens", CheckTokensArgs(tuple(tokens)), rid, budget)
 
 
 def decode_request(data: bytes, known: frozenset[str] | None = None) -> Request:
@@ -175,7 +184,7 @@ def decode_request(data: bytes, known: frozenset[str] | None = None) -> Request:
         args = schemas[0].load(env["args"])
     except ValidationError as exc:
         raise BadRequest(f"{method}: {_errors(exc)}") from exc
-    return Request(method, args, env["id"])
+    return Request(method, args, env["id"], env["budget_ms"])
 
 
 def request_id(data: bytes) -> str | None:

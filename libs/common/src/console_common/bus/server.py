@@ -23,6 +23,7 @@ rate-limited per method and type.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from functools import partial
 from collections.abc import Callable, Mapping
@@ -34,7 +35,7 @@ import gevent.pool
 import structlog
 import zmq
 
-from console_common.bus.errors import InternalError, RemoteError, Unavailable
+from console_common.bus.errors import DeadlineExceeded, InternalError, RemoteError, Unavailable
 from console_common.bus.protocol import (MAX_MESSAGE, Request, decode_request, encode_error,
                                          encode_result, request_id)
 from console_common.logging import Throttle
@@ -46,7 +47,8 @@ DRAIN_BATCH = 256  # messages handled per wake-up before yielding to other green
 
 class Deferred:
     """Returned by an inline handler that found it must wait (e.g. ask a compute host):
-    the server runs ``fn()`` in a pooled greenlet and replies with its result."""
+    the server runs ``fn(deadline)`` in a pooled greenlet and replies with its result.
+    ``deadline`` (time.monotonic) is when the caller stops waiting: spend no longer."""
 
     __slots__ = ("fn",)
 
@@ -67,6 +69,15 @@ class Later:
 
     def __init__(self, result: Any, then: Callable[[Any], Any]) -> None:
         self.result, self.then = result, then
+
+
+class _Call:
+    """A request being served: where its reply goes, and when its caller gives up."""
+
+    __slots__ = ("envelope", "request", "deadline")
+
+    def __init__(self, envelope: list[bytes], request: Request, deadline: float) -> None:
+        self.envelope, self.request, self.deadline = envelope, request, deadline
 
 
 class _Overrun(BaseException):
@@ -170,51 +181,66 @@ class BusServer:
             self.counters["bad_request"] += 1
             self._reply(envelope, encode_error(exc.type, exc.message, request_id(data)))
             return
+        budget = request.budget_ms
+        if budget == 0:
+            self._reply(envelope, self._failed(request, DeadlineExceeded(
+                f"{request.method}: the caller's budget was spent before it arrived")))
+            return
+        call = _Call(envelope, request, time.monotonic() + (
+            budget / 1000 if budget is not None else self._handler_timeout))
+        handler = self._handlers[request.method]
         if request.method in self._inline:
-            reply = self._run(request, lambda: self._handlers[request.method](request.args),
-                              envelope=envelope)
+            reply = self._run(call, lambda: handler(request.args))
             if reply is not None:
                 self._reply(envelope, reply)
-            return  # None: the handler deferred to a pooled greenlet
-        self._spawn(envelope, request, lambda: self._handlers[request.method](request.args))
+            return  # None: the reply comes later (a pooled greenlet, a settled Later)
+        self._spawn(call, lambda: handler(request.args))
 
-    def _spawn(self, envelope: list[bytes], request: Request, call: Callable[[], Any]) -> None:
+    def _spawn(self, call: _Call, fn: Callable[[], Any]) -> None:
         if self._pool.full():  # answer now rather than stall every other caller
-            self._reply(envelope, self._failed(request, Unavailable(
+            self._reply(call.envelope, self._failed(call.request, Unavailable(
                 f"server busy: {self._pool.size} requests in progress")))
             return
-        self._pool.spawn(self._handle_pooled, envelope, request, call)
+        self._pool.spawn(self._handle_pooled, call, fn)
 
-    def _handle_pooled(self, envelope: list[bytes], request: Request,
-                       call: Callable[[], Any]) -> None:
-        reply = None
+    def _handle_pooled(self, call: _Call, fn: Callable[[], Any]) -> None:
+        request, reply = call.request, None
+        left = call.deadline - time.monotonic()
+        limit = min(self._handler_timeout, left)
         try:
-            with gevent.Timeout(self._handler_timeout, _Overrun):
-                reply = self._run(request, call, deferred_ok=False)
+            if limit <= 0:
+                raise _Overrun
+            with gevent.Timeout(limit, _Overrun):
+                reply = self._run(call, fn, pooled=True)
         except _Overrun:
-            reply = self._failed(request, Unavailable(
-                f"{request.method} not served in {self._handler_timeout:g}s"))
+            if left <= self._handler_timeout:  # the caller's budget was the bound
+                error: RemoteError = DeadlineExceeded(
+                    f"{request.method}: the caller's budget of {request.budget_ms} ms was spent")
+            else:
+                error = Unavailable(f"{request.method} not served in {self._handler_timeout:g}s")
+            reply = self._failed(request, error)
         except gevent.GreenletExit:  # killed by stop() after the grace period
             reply = self._failed(request, Unavailable("server stopping"))
             raise
         finally:
             if reply is not None:
-                self._reply(envelope, reply)
+                self._reply(call.envelope, reply)
 
-    def _run(self, request: Request, call: Callable[[], Any], deferred_ok: bool = True,
-             envelope: list[bytes] | None = None) -> bytes | None:
-        """Run a handler; the encoded reply, or None when it deferred to a greenlet."""
+    def _run(self, call: _Call, fn: Callable[[], Any], pooled: bool = False) -> bytes | None:
+        """Run a handler; the encoded reply, or None when it comes later."""
+        request = call.request
         try:
-            result = call()
-            if isinstance(result, Later) and envelope is not None:
+            result = fn()
+            if isinstance(result, Later) and not pooled:
                 later = result
-                later.result.rawlink(lambda settled: self._settle(envelope, request, later))
+                later.result.rawlink(lambda settled: self._settle(call, later))
                 return None
             if isinstance(result, Deferred):
-                if deferred_ok:
-                    self._spawn(envelope, request, result.fn)
+                deferred = result
+                if not pooled:
+                    self._spawn(call, lambda: deferred.fn(call.deadline))
                     return None
-                result = result.fn()
+                result = deferred.fn(call.deadline)
             if isinstance(result, Later):  # in a pooled greenlet: wait for it here
                 result.result.wait()
                 result = result.then(result.result)
@@ -230,15 +256,15 @@ class BusServer:
             return self._failed(request, InternalError("reply too large"))
         return reply
 
-    def _settle(self, envelope: list[bytes], request: Request, later: Later) -> None:
-        reply = self._run(request, lambda: later.then(later.result), envelope=envelope)
+    def _settle(self, call: _Call, later: Later) -> None:
+        reply = self._run(call, lambda: later.then(later.result))
         if reply is not None:
-            self._reply(envelope, reply)
+            self._reply(call.envelope, reply)
 
     def _failed(self, request: Request, exc: RemoteError) -> bytes:
         """The error reply for ``exc``; a failure of ours (not the caller's) is logged."""
         self.counters[f"{request.method}.{exc.type}"] += 1
-        if exc.type in (Unavailable.type, InternalError.type):
+        if exc.type in (Unavailable.type, DeadlineExceeded.type, InternalError.type):
             key = f"{request.method}.{exc.type}"
             held = self._throttle.allow(key)
             if held is not None:

@@ -7,9 +7,12 @@ token outlives neither its instance nor its port.
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
-from console_common.bus import BusUnavailable, InvalidToken, RemoteError, Unavailable
+from console_common.bus import (BusError, DeadlineExceeded, InvalidToken, Unavailable,
+                                UnknownInstance)
 from console_common.bus.server import Deferred, Later
 from console_common.bus.messages import CheckTokenArgs, ConnectInfo
 from console_common.tokens import token_hash, token_id
@@ -17,6 +20,7 @@ from consoleauth.state import State
 from consoleauth.stores import Pending, StoreUnavailable, TokenRecord
 
 log = structlog.get_logger("consoleauth")
+REPLY_MARGIN = 0.05  # seconds kept back from the caller's budget for our own answer
 
 
 def handle(state: State, args: CheckTokenArgs) -> ConnectInfo | Deferred | Later:
@@ -49,20 +53,28 @@ def answer(state: State, args: CheckTokenArgs, hashed: str,
         state.counters["check.invalid"] += 1
         raise InvalidToken("invalid or expired token")
     if record.compute_url:  # asking the compute host waits: not in the receive loop
-        return Deferred(lambda: _validated(state, args, hashed, record))
+        return Deferred(lambda deadline: _validated(state, args, hashed, record, deadline))
     return _connect_info(state, record)
 
 
-def _validated(state: State, args: CheckTokenArgs, hashed: str, record: TokenRecord) -> ConnectInfo:
+def _validated(state: State, args: CheckTokenArgs, hashed: str, record: TokenRecord,
+               deadline: float) -> ConnectInfo:
+    # One call to the compute host, within what is left of the caller's budget (kept a
+    # little short so our answer reaches the caller before it gives up).
+    left = min(state.compute_timeout, deadline - time.monotonic() - REPLY_MARGIN)
+    if left <= 0:
+        raise DeadlineExceeded("no budget left to ask the compute host")
     try:
-        valid = state.compute(record.compute_url).call(
-            "validate_console_port", instance_uuid=record.instance_uuid, port=record.port,
-            console_type=record.console_type)["valid"]
-    except BusUnavailable as exc:
-        state.counters["check.compute_unavailable"] += 1
-        raise Unavailable(f"compute host unreachable: {exc}") from exc
-    except RemoteError:
+        valid = state.compute(record.compute_url).request(
+            "validate_console_port", {"instance_uuid": record.instance_uuid,
+                                      "port": record.port,
+                                      "console_type": record.console_type},
+            timeout=left)["valid"]
+    except UnknownInstance:
         valid = False  # the host no longer knows the instance
+    except BusError as exc:  # silent, garbage, or it could not answer (its own budget...)
+        state.counters["check.compute_unavailable"] += 1
+        raise Unavailable(f"compute host did not confirm the console port: {exc}") from exc
     if not valid:
         state.store.delete(hashed)
         state.counters["check.port_invalid"] += 1

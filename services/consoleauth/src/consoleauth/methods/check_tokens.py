@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import gevent
+
 from console_common.bus import RemoteError, Unavailable
 from console_common.bus.messages import CheckTokenArgs, CheckTokensArgs, CheckTokensResult
 from console_common.bus.server import Deferred, Later
@@ -49,13 +51,21 @@ def _answers(state: State, args: CheckTokensArgs, hashes: list[str],
             items.append(exc)
     if not any(isinstance(item, Deferred) for item in items):
         return CheckTokensResult(tuple(items))
-    return Deferred(lambda: CheckTokensResult(tuple(_settled(item) for item in items)))
+    return Deferred(lambda deadline: CheckTokensResult(_settled(items, deadline)))
 
 
-def _settled(item: Any) -> Any:
-    if not isinstance(item, Deferred):
-        return item
+def _settled(items: list[Any], deadline: float) -> tuple[Any, ...]:
+    """Every token that must ask its compute host does so at once, each within the
+    caller's budget: a slow host delays the batch by that budget at most, never by one
+    host's wait after another's."""
+    waits = {i: gevent.spawn(_settle_one, item, deadline)
+             for i, item in enumerate(items) if isinstance(item, Deferred)}
+    gevent.joinall(list(waits.values()))
+    return tuple(waits[i].value if i in waits else item for i, item in enumerate(items))
+
+
+def _settle_one(item: Deferred, deadline: float) -> Any:
     try:
-        return item.fn()
+        return item.fn(deadline)
     except RemoteError as exc:
         return exc
