@@ -27,7 +27,7 @@ def check_token(args) -> ConnectInfo | Deferred:
     if kind == "fast":
         return info(int(n))
     if kind == "slow":
-        return Deferred(lambda: (gevent.sleep(int(rest[0]) / 1000), info(int(n)))[1])
+        return Deferred(lambda deadline: (gevent.sleep(int(rest[0]) / 1000), info(int(n)))[1])
     raise InvalidToken("invalid or expired token")
 
 

@@ -5,6 +5,7 @@ arrives later (``Later``) all end in a reply, and failures of ours are logged on
 from __future__ import annotations
 
 import json
+import time
 
 import gevent
 import gevent.event
@@ -12,7 +13,8 @@ import pytest
 import structlog
 import zmq
 from console_common.bus import BusServer
-from console_common.bus.server import Later
+from console_common.bus import ConnectInfo
+from console_common.bus.server import Deferred, Later
 from console_common.logging import Throttle
 
 
@@ -143,3 +145,59 @@ def test_throttle_counts_what_it_held_back() -> None:
     assert throttle.allow("a") is None
     now[0] = 10.0
     assert throttle.allow("a") == 2
+
+
+def _send_budget(sock: zmq.Socket, method: str, rid: str, budget_ms, **args) -> None:
+    sock.send_multipart([rid.encode(), b"", json.dumps(
+        {"v": 1, "id": rid, "method": method, "args": args, "budget_ms": budget_ms}).encode()])
+
+
+def test_budget_travels_a_spent_one_is_answered_at_once_an_overrun_one_in_its_budget() -> None:
+    seen: list[float] = []
+
+    def slow(args):
+        gevent.sleep(5)
+        return {"service": "late"}
+
+    def check(args):  # inline handler that must wait: learns the caller's deadline
+        def later(deadline: float) -> ConnectInfo:
+            seen.append(deadline - time.monotonic())
+            return ConnectInfo(console_type="novnc", host="h", port=5999, instance_uuid="vm",
+                               expires_at=time.time() + 60)
+
+        return Deferred(later)
+
+    srv = _server({"ping": slow, "check_token": check}, inline=frozenset({"check_token"}),
+                  handler_timeout=10)
+    sock = _dealer(srv.bound)
+    try:
+        _send_budget(sock, "ping", "spent", 0)
+        _send_budget(sock, "ping", "short", 300)
+        _send_budget(sock, "check_token", "deferred", 800, token="t" * 40)
+        t0 = time.monotonic()
+        replies = _replies(sock, 3, timeout=3)
+        took = time.monotonic() - t0
+        assert replies["spent"]["error"]["type"] == "DeadlineExceeded"
+        assert replies["short"]["error"]["type"] == "DeadlineExceeded"
+        assert "300 ms" in replies["short"]["error"]["message"]
+        assert took < 1.5  # the 300 ms budget bounded the 5 s handler
+        assert replies["deferred"]["result"]["port"] == 5999
+        assert 0.5 < seen[0] <= 0.8  # the Deferred was handed the caller's deadline
+    finally:
+        sock.close()
+        srv.stop(grace=0.1)
+
+
+def test_budget_in_the_envelope_is_checked() -> None:
+    from console_common.bus import BadRequest
+    from console_common.bus.protocol import decode_request, encode_request
+
+    req = decode_request(encode_request("check_token", {"token": "t" * 40}, "r1", budget_ms=1500))
+    assert (req.method, req.id, req.budget_ms) == ("check_token", "r1", 1500)
+    assert decode_request(encode_request("ping", {}, "r2", budget_ms=10**9)).budget_ms == 600_000
+    assert decode_request(encode_request("ping", {}, "r3")).budget_ms is None
+    for bad in (-1, "100", 1.5):
+        body = json.dumps({"v": 1, "method": "check_token", "args": {"token": "t" * 40},
+                           "budget_ms": bad}).encode()
+        with pytest.raises(BadRequest):
+            decode_request(body)

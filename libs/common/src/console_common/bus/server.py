@@ -13,6 +13,11 @@ after every send we re-check EVENTS and wake the loop ourselves, as zmq.green do
 Methods named in ``inline`` never block and run in the loop; the rest, and any handler
 that returns ``Deferred``, run in a greenlet from the bounded Pool.
 
+A request may carry its caller's remaining budget (``budget_ms``): one already spent is
+answered ``DeadlineExceeded`` at once, a pooled handler is cut (and answered
+``DeadlineExceeded``) when it runs out, and a ``Deferred`` is handed the deadline so that
+what it waits on downstream (a compute host) gets no more than is left.
+
 Every request gets exactly one reply: a pooled handler that runs past ``handler_timeout``
 is answered ``Unavailable`` (and interrupted); when the pool is full the request is
 answered ``Unavailable`` at once instead of stalling the loop; requests still running when
@@ -213,7 +218,7 @@ class BusServer:
             with gevent.Timeout(limit, _Overrun):
                 reply = self._run(call, fn, pooled=True)
         except _Overrun:
-            if left <= self._handler_timeout:  # the caller's budget was the bound
+            if request.budget_ms is not None and left <= self._handler_timeout:  # the budget
                 error: RemoteError = DeadlineExceeded(
                     f"{request.method}: the caller's budget of {request.budget_ms} ms was spent")
             else:
