@@ -1,6 +1,7 @@
 """One console session, for either proxy: log context, RFB observation, close reason.
 
-    session = Session(client="10.0.0.5:51234", token=token, instance_uuid=info.instance_uuid,
+    session = Session(client="10.0.0.5", client_port=51234, token=token,
+                      instance_uuid=info.instance_uuid,
                       target=f"{info.host}:{info.port}", kind="novnc")
     with session.bound():                        # structlog contextvars for this greenlet
         try:
@@ -16,8 +17,9 @@
             registry.remove(session)
 
 Logged once per session, never per frame or chunk: ``session.start`` and ``session.end``
-with ``session_id``, ``token_id`` (never the token), ``instance_uuid``, ``client``,
-``target``; the end adds ``bytes_up``, ``bytes_down``, ``duration_s``, ``close_reason`` and
+with ``session_id``, ``token_id`` (never the token), ``instance_uuid``, ``client`` (the
+address only, the same field in both proxies), ``client_port`` (when the client is the
+peer itself, not a forwarded address), ``target``; the end adds ``bytes_up``, ``bytes_down``, ``duration_s``, ``close_reason`` and
 what the passive ``RFBObserver`` learnt (``rfb_version``, ``security_type``,
 ``desktop_name``). The observer is fed through the relay's observe hooks only until the
 RFB handshake is done (or it gave up); afterwards the relay stops calling them.
@@ -53,7 +55,8 @@ SHUTDOWN, REVOKED = "shutdown", "revoked"
 class Session:
     def __init__(self, *, client: str, token: str, instance_uuid: str, target: str,
                  kind: str = "console", observe_rfb: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 client_port: int | None = None) -> None:
         self.session_id = os.urandom(8).hex()
         self.kind = kind
         self.token_id = token_id(token)
@@ -65,6 +68,8 @@ class Session:
             "client": client,
             "target": target,
         }
+        if client_port is not None:
+            self.context["client_port"] = client_port
         self.observer = RFBObserver() if observe_rfb else None
         self.on_cut: Callable[[str], None] | None = None
         self.cut_reason: str | None = None

@@ -106,7 +106,8 @@ class Admitted:
     accept: Accept | None  # None for the plain-GET probe
     token: str
     info: ConnectInfo
-    client: str
+    client: str  # an address: the peer's, or the one a trusted proxy forwarded
+    client_port: int | None = None  # the peer's port, when the client is the peer
 
 
 @dataclass(slots=True)
@@ -183,8 +184,8 @@ class ConsoleApp:
 
     # --- admission (before any 101) --------------------------------------------------------
 
-    def admit(self, head: Request, peer: str, tls: bool,
-              upgrade: bool) -> Admitted | Refused:
+    def admit(self, head: Request, peer: str, tls: bool, upgrade: bool,
+              peer_port: int | None = None) -> Admitted | Refused:
         """The checks of an upgrade (``upgrade=True``) or of the plain-GET probe, in order:
         target shape, WebSocket handshake, Origin, token."""
         if admission.refused_target(head.target):
@@ -212,7 +213,7 @@ class ConsoleApp:
         if isinstance(checked, Refused):
             return checked
         client = admission.client_address(peer, head.header("x-forwarded-for"), self.policy)
-        return Admitted(accept, token, checked, client)
+        return Admitted(accept, token, checked, client, peer_port if client == peer else None)
 
     def check_token(self, token: str) -> ConnectInfo | Refused:
         started = time.monotonic()
@@ -245,7 +246,8 @@ class ConsoleApp:
     def prepare_session(self, admitted: Admitted) -> Prepared:
         """Connect to the console target (before the 101; a failure is told after it)."""
         info = admitted.info
-        session = Session(client=admitted.client, token=admitted.token,
+        session = Session(client=admitted.client, client_port=admitted.client_port,
+                          token=admitted.token,
                           instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
                           kind="novnc")
         with session.bound():

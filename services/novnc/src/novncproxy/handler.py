@@ -86,6 +86,7 @@ class ProxyHandler(WebSocketHandler):
         super().__init__(sock, address, server)
         self.tls = hasattr(sock, "getpeercert")
         self.peer = address[0] if isinstance(address, tuple) else str(address or "")
+        self.peer_port = address[1] if isinstance(address, tuple) else None
 
     # --- the request head, bounded in size and time ----------------------------------------
 
@@ -167,10 +168,10 @@ class ProxyHandler(WebSocketHandler):
         if head is None or not _has_token(head.header("upgrade"), "websocket"):
             return None  # a plain request: the WSGI app answers it
         app: ConsoleApp = self.application
-        verdict = app.admit(head, self.peer, self.tls, upgrade=True)
+        verdict = app.admit(head, self.peer, self.tls, upgrade=True, peer_port=self.peer_port)
         if isinstance(verdict, Refused):
             log.info("session.refused", reason=verdict.error, detail=verdict.message,
-                     status=verdict.status, client=self.peer)
+                     status=verdict.status, client=self.peer, client_port=self.peer_port)
             status, headers, body = app.refusal_response(verdict)
             self.start_response(status, [*headers, ("Connection", "close")])
             return [body]

@@ -91,11 +91,6 @@ def answer(sock: socket.socket, status: int) -> None:
         pass
 
 
-def client_address(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class XvpMetrics:
     """What xvpvncproxy counts (served on ``xvpvncproxy_metrics_port``)."""
 
@@ -128,7 +123,7 @@ class XvpProxy:
         self._connect_timeout = connect_timeout
 
     def handle(self, sock: socket.socket, address: tuple) -> None:
-        client = client_address(address)
+        client, client_port = address[0], address[1]
         stream = TcpStream(sock)  # TCP_NODELAY from the first byte
         self._metrics.connections.inc()
         try:
@@ -140,13 +135,15 @@ class XvpProxy:
                 self._metrics.token_check.observe(time.monotonic() - started)
         except Refused as exc:
             self._metrics.refused.inc(status=str(exc.status or "closed"))
-            log.info("xvp.refused", client=client, status=exc.status, reason=exc.reason)
+            log.info("xvp.refused", client=client, client_port=client_port, status=exc.status,
+                     reason=exc.reason)
             if exc.status is not None:
                 answer(sock, exc.status)
             stream.close()
             return
-        session = Session(client=client, token=token, instance_uuid=info.instance_uuid,
-                          target=f"{info.host}:{info.port}", kind=CONSOLE_TYPE)
+        session = Session(client=client, client_port=client_port, token=token,
+                          instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
+                          kind=CONSOLE_TYPE)
         with session.bound():
             self._run(session, stream, info, early)
 
