@@ -642,18 +642,20 @@ def test_request_head_bounds(stack: Stack) -> None:
 
 def test_metrics_count_what_happened(stack: Stack) -> None:
     text = http_get(stack.port, "/metrics").body.decode()
-    for name in ("novncproxy_sessions_open ", "novncproxy_sessions_total ",
-                 "novncproxy_bytes_up_total ", "novncproxy_bytes_down_total ",
-                 'novncproxy_token_checks_total{result="ok"}',
-                 'novncproxy_token_checks_total{result="invalid"}',
-                 'novncproxy_token_checks_total{result="unavailable"}',
-                 "novncproxy_token_check_seconds_bucket", "novncproxy_token_check_seconds_count",
-                 'novncproxy_handshake_errors_total{reason="origin_refused"}'):
+    # The same names and labels as xvpvncproxy's (console_common.proxy_metrics).
+    for name in ("console_sessions_open ", "console_sessions_total ",
+                 'console_bytes_total{direction="up"}', 'console_bytes_total{direction="down"}',
+                 'console_token_checks_total{result="ok"}',
+                 'console_token_checks_total{result="invalid"}',
+                 'console_token_checks_total{result="unavailable"}',
+                 "console_token_check_seconds_bucket", "console_token_check_seconds_count",
+                 'console_refused_total{reason="origin_refused"}', "console_connections_total"):
         assert name in text, name
+    assert "_created" not in text
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
               if line and not line.startswith("#")}
-    assert values["novncproxy_sessions_total"] >= 1
-    assert values['novncproxy_token_checks_total{result="ok"}'] >= 1
+    assert values["console_sessions_total"] >= 1
+    assert values['console_token_checks_total{result="ok"}'] >= 1
 
 
 def test_consoleauth_down_gives_503_in_time(tmp_path: Path, echo_server: TcpServer) -> None:

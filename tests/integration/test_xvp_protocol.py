@@ -303,9 +303,11 @@ def test_metrics_and_healthz(stack: Stack, echo_target: TcpServer) -> None:
             text = resp.read().decode()
     assert resp.headers["Content-Type"].startswith("text/plain")
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    assert float(values["xvpvncproxy_sessions_open"]) >= 1
-    assert float(values["xvpvncproxy_connections_total"]) >= 1
-    assert float(values['xvpvncproxy_token_check_seconds_count']) >= 1
+    # The same names and labels as novncproxy's (console_common.proxy_metrics).
+    assert float(values["console_sessions_open"]) >= 1
+    assert float(values["console_connections_total"]) >= 1
+    assert float(values['console_token_check_seconds_count']) >= 1
+    assert float(values['console_token_checks_total{result="ok"}']) >= 1
 
 
 def test_sigterm_drains_then_cuts(tmp_path: Path, stack: Stack, echo_target: TcpServer) -> None:

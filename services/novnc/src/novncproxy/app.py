@@ -31,7 +31,7 @@ import structlog
 from console_common.bus import BusClient, BusError, ConnectInfo
 from console_common.tokencheck import Denial, Denied, check_console_token
 from console_common.httphead import Request
-from console_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from console_common.proxy_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.relay import Stream, TcpStream
 from console_common.session import REVOKED, SHUTDOWN, Session, SessionRegistry
 from console_common.target import TargetUnreachable, connect_target
@@ -45,7 +45,7 @@ from novncproxy.admission import (
     ORIGIN_REFUSED,
     OriginPolicy,
 )
-from novncproxy.metrics import ProxyMetrics
+from console_common.proxy_metrics import ProxyMetrics
 from novncproxy.wsstream import WsStream
 
 log = structlog.get_logger("novncproxy")
@@ -207,7 +207,7 @@ class ConsoleApp:
         if token is None:
             return self._refuse(403, INVALID_TOKEN, "no console token in the request")
         if not admission.token_is_plausible(token):
-            self.metrics.token_checks.inc(result="invalid")
+            self.metrics.token_checked("invalid")
             return self._refuse(403, INVALID_TOKEN, "invalid or expired console token")
         checked = self.check_token(token)
         if isinstance(checked, Refused):
@@ -227,13 +227,12 @@ class ConsoleApp:
                 result = self._refuse(403, INVALID_TOKEN, checked.reason)
         else:
             result, outcome = checked, "ok"
-        self.metrics.token_check_seconds.observe(time.monotonic() - started)
-        self.metrics.token_checks.inc(result=outcome)
+        self.metrics.token_checked(outcome, time.monotonic() - started)
         return result
 
     def _refuse(self, status: int, error: str, message: str,
                 headers: Iterable[tuple[str, str]] = (), metric: str | None = None) -> Refused:
-        self.metrics.handshake_errors.inc(reason=metric or error)
+        self.metrics.refused(metric or error)
         return Refused(status, error, message, tuple(headers))
 
     def refusal_response(self, refused: Refused, origin: str | None = None
@@ -262,11 +261,11 @@ class ConsoleApp:
 
     def run_session(self, ws: WsStream, prepared: Prepared) -> None:
         session, m = prepared.session, self.metrics
-        m.sessions_total.inc()
+        m.sessions.inc()
         with session.bound():
             if prepared.target is None:
                 session.connect_failed(prepared.error)
-                m.sessions_ended.inc(close_reason="connect_failed")
+                m.ended(session, relayed=False)
                 ws.close(1011, "console unreachable")
                 return
 
@@ -275,15 +274,12 @@ class ConsoleApp:
 
             session.on_cut = on_cut
             self.sessions.add(session)
-            m.sessions_open.inc()
+            m.relaying()
             try:
                 session.run(ws, _GuardedTarget(prepared.target, ws), drain=SESSION_DRAIN)
             finally:
                 self.sessions.remove(session)
-                m.sessions_open.dec()
-                m.sessions_ended.inc(close_reason=session.close_reason or "unknown")
-                m.bytes_up.inc(session.bytes_up)
-                m.bytes_down.inc(session.bytes_down)
+                m.ended(session, relayed=True)
 
     # --- WSGI --------------------------------------------------------------------------------
 
@@ -319,7 +315,7 @@ class ConsoleApp:
             return self._healthz()
         if path == "/metrics":
             return _status(200), [("Content-Type", METRICS_CONTENT_TYPE),
-                                  ("Cache-Control", "no-store")], self.metrics.render().encode()
+                                  ("Cache-Control", "no-store")], self.metrics.render()
         if path == WEBSOCKET_PATH or admission.token_from_request(head.target) is not None:
             return self._probe(environ, head)
         return _status(404), [("Content-Type", "text/plain")], b"not found\n"

@@ -17,7 +17,7 @@ from console_common.session import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
 from novncproxy.app import ConsoleApp, find_novnc_dir
-from novncproxy.metrics import ProxyMetrics
+from console_common.proxy_metrics import ProxyMetrics
 from novncproxy.server import ProxyServer, tls_context
 
 OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only", "cert",

@@ -125,8 +125,7 @@ class ProxyHandler(WebSocketHandler):
                 received += len(line)
                 reader.receive_data(line)
         except HeadError as exc:
-            metrics.handshake_errors.inc(
-                reason="head_too_large" if exc.status == 431 else "bad_request")
+            metrics.refused("head_too_large" if exc.status == 431 else "bad_request")
             phrase = "Request Header Fields Too Large" if exc.status == 431 else "Bad Request"
             return str(exc.status), plain_response(exc.status, phrase, exc.reason)
         except gevent.Timeout as exc:
@@ -134,7 +133,7 @@ class ProxyHandler(WebSocketHandler):
                 raise
             if not received:
                 return None  # an idle keep-alive connection: just close it
-            metrics.handshake_errors.inc(reason="head_timeout")
+            metrics.refused("head_timeout")
             return "408", plain_response(408, "Request Timeout", "request head too slow")
         except OSError:
             return None

@@ -52,6 +52,7 @@ class ProxyServer(WSGIServer):
         self.idle: set[ProxyHandler] = set()  # handlers waiting for a request head
 
     def handle(self, sock: Any, address: Any) -> None:
+        self.application.metrics.connections.inc()
         if self.tls is not None:
             sock = self._wrap(sock)
             if sock is None:
@@ -75,9 +76,9 @@ class ProxyServer(WSGIServer):
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
-            metrics.handshake_errors.inc(reason="tls_timeout")
+            metrics.refused("tls_timeout")
         except (ssl.SSLError, OSError) as exc:
-            metrics.handshake_errors.inc(reason="tls_handshake")
+            metrics.refused("tls_handshake")
             log.info("http.tls_failed", error=type(exc).__name__)
         finally:
             timer.close()

@@ -13,13 +13,13 @@ import gevent.pool
 from console_common import __version__
 from console_common.bus import BusClient
 from console_common.config import BUS_CLIENT, COMMON, parse
-from console_common.metrics import Registry
+from console_common.proxy_metrics import ProxyMetrics
 from console_common.service import EXIT_OK, Shutdown, boot, drain
 from console_common.session import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
-from xvpvncproxy.server import XvpMetrics, XvpProxy, metrics_app
+from xvpvncproxy.server import XvpProxy, metrics_app
 
 OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
            "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                       OPTIONS, argv)
     log = boot("xvpvncproxy", config)
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
-    metrics = XvpMetrics(Registry())
+    metrics = ProxyMetrics()
     pool = gevent.pool.Pool(config.max_sessions)
     sessions = SessionRegistry()
     proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,

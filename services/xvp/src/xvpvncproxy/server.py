@@ -23,7 +23,7 @@ from console_common.bus import BusClient
 from console_common.tokencheck import Denial, Denied, check_console_token
 from console_common.bus.messages import ConnectInfo
 from console_common.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
-from console_common.metrics import CONTENT_TYPE, Registry
+from console_common.proxy_metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
 from console_common.relay import TcpStream
 from console_common.session import Session, SessionRegistry
 from console_common.target import TargetUnreachable, connect_target
@@ -70,12 +70,17 @@ def read_preamble(sock: socket.socket, max_size: int, timeout: float) -> tuple[R
     return event, reader.trailing_data
 
 
-def admit(bus: BusClient, request: Request) -> tuple[str, ConnectInfo]:
+def admit(bus: BusClient, request: Request,
+          metrics: ProxyMetrics | None = None) -> tuple[str, ConnectInfo]:
     """The token from the request target and its connect info, or ``Refused``."""
     token = query_param(request.target, "token")
     if not token:
         raise Refused(400, "no token in the request")
+    started = time.monotonic()
     checked = check_console_token(bus, token, CONSOLE_TYPE)
+    if metrics is not None:
+        metrics.token_checked(checked.kind.value if isinstance(checked, Denied) else "ok",
+                              time.monotonic() - started)
     if isinstance(checked, Denied):
         raise Refused(503 if checked.kind is Denial.UNAVAILABLE else 401, checked.reason)
     info = checked
@@ -91,32 +96,10 @@ def answer(sock: socket.socket, status: int) -> None:
         pass
 
 
-class XvpMetrics:
-    """What xvpvncproxy counts (served on ``xvpvncproxy_metrics_port``)."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.connections = registry.counter(
-            "xvpvncproxy_connections_total", "Client connections accepted.")
-        self.refused = registry.counter(
-            "xvpvncproxy_refused_total", "Connections refused before relaying, by answer "
-            "(closed: the client could not be answered).", ("status",))
-        self.token_check = registry.histogram(
-            "xvpvncproxy_token_check_seconds", "Latency of check_token on the bus.")
-        self.sessions_open = registry.gauge(
-            "xvpvncproxy_sessions_open", "Console sessions being relayed now.")
-        self.sessions = registry.counter(
-            "xvpvncproxy_sessions_total", "Console sessions ended, by close reason.",
-            ("close_reason",))
-        self.bytes = registry.counter(
-            "xvpvncproxy_bytes_total", "Bytes relayed (up: client to VNC server).",
-            ("direction",))
-
-
 class XvpProxy:
     """The StreamServer handler: ``StreamServer(listener, XvpProxy(...).handle, spawn=pool)``."""
 
-    def __init__(self, bus: BusClient, metrics: XvpMetrics, sessions: SessionRegistry, *,
+    def __init__(self, bus: BusClient, metrics: ProxyMetrics, sessions: SessionRegistry, *,
                  head_max: int, head_timeout: float, connect_timeout: float) -> None:
         self._bus, self._metrics, self.sessions = bus, metrics, sessions
         self._head_max, self._head_timeout = head_max, head_timeout
@@ -128,13 +111,9 @@ class XvpProxy:
         self._metrics.connections.inc()
         try:
             request, early = read_preamble(sock, self._head_max, self._head_timeout)
-            started = time.monotonic()
-            try:
-                token, info = admit(self._bus, request)
-            finally:
-                self._metrics.token_check.observe(time.monotonic() - started)
+            token, info = admit(self._bus, request, self._metrics)
         except Refused as exc:
-            self._metrics.refused.inc(status=str(exc.status or "closed"))
+            self._metrics.refused(REASON_OF_STATUS.get(exc.status, "bad_request"))
             log.info("xvp.refused", client=client, client_port=client_port, status=exc.status,
                      reason=exc.reason)
             if exc.status is not None:
@@ -155,7 +134,7 @@ class XvpProxy:
             answer(stream.sock, 502)
             stream.close()
             session.connect_failed(exc.reason)
-            self._metrics.sessions.inc(close_reason="connect_failed")
+            self._metrics.ended(session, relayed=False)
             return
         try:
             stream.sock.sendall(OK)
@@ -168,15 +147,12 @@ class XvpProxy:
             stream.prepend(early)  # RFB bytes the client sent with its preamble go first
         session.on_cut = lambda _reason: _shutdown(stream.sock)
         self.sessions.add(session)
-        self._metrics.sessions_open.inc()
+        self._metrics.relaying()
         try:
             session.run(stream, target)
         finally:
             self.sessions.remove(session)
-            self._metrics.sessions_open.dec()
-            self._metrics.sessions.inc(close_reason=session.close_reason or "unknown")
-            self._metrics.bytes.inc(session.bytes_up, direction="up")
-            self._metrics.bytes.inc(session.bytes_down, direction="down")
+            self._metrics.ended(session, relayed=True)
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -190,13 +166,13 @@ def _shutdown(sock: socket.socket) -> None:
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def metrics_app(metrics: XvpMetrics, pool_size: Callable[[], int]) -> WsgiApp:
+def metrics_app(metrics: ProxyMetrics, pool_size: Callable[[], int]) -> WsgiApp:
     """A WSGI app: ``/metrics`` (Prometheus text) and ``/healthz``."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            body = metrics.registry.render().encode()
+            body = metrics.render()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
         elif path == "/healthz":
             body = json.dumps({"ok": True, "service": "xvpvncproxy",
