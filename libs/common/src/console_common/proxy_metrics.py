@@ -1,17 +1,6 @@
 """The metrics both proxies expose: the same names and labels (Prometheus tells novncproxy
-and xvpvncproxy apart by job), made with prometheus-client, one registry per process.
-
-| name | type | labels | what |
-|---|---|---|---|
-| console_connections_total | counter | | client connections accepted |
-| console_refused_total | counter | reason | refused before a session (bad_request, head_too_large, head_timeout, tls_timeout, tls_handshake, origin_refused, bad_handshake, invalid_token, consoleauth_unavailable, closed) |
-| console_token_checks_total | counter | result | token checks: ok, invalid, unavailable, limited |
-| console_token_check_seconds | histogram | | latency of a token check on the bus |
-| console_sessions_total | counter | | sessions admitted (token good) |
-| console_sessions_open | gauge | | sessions relaying now |
-| console_sessions_ended_total | counter | close_reason | sessions ended (connect_failed included) |
-| console_bytes_total | counter | direction | bytes relayed, up (client to console) and down, added at session end |
-
+and xvpvncproxy apart by job), made with prometheus-client, one registry per process. The
+names, labels and meanings are listed once, in the README ("Health and metrics").
 Updated once per connection or session, never per frame.
 """
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 
+from console_common.proxy_metrics import ProxyMetrics
 from console_common.relay import RelayResult, Stream, relay
 from console_common.rfb.observer import RFBObserver
 from console_common.tokens import token_id
@@ -165,10 +166,31 @@ class Session:
 
 
 class SessionRegistry:
-    """The open sessions of one proxy process, so they can be cut from outside."""
+    """The open sessions of one proxy process, so they can be cut from outside, and the
+    one way both proxies run a session: registered, counted, relayed, unregistered."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: ProxyMetrics | None = None) -> None:
         self._sessions: dict[str, Session] = {}
+        self.metrics = metrics
+
+    def run(self, session: Session, client: Stream, target: Stream, **run: Any) -> None:
+        """Relay until either side ends or the session is cut (``session.on_cut`` set by
+        the proxy: how it closes its client side). Counted once, at the end."""
+        self.add(session)
+        if self.metrics is not None:
+            self.metrics.relaying()
+        try:
+            session.run(client, target, **run)
+        finally:
+            self.remove(session)
+            if self.metrics is not None:
+                self.metrics.ended(session, relayed=True)
+
+    def connect_failed(self, session: Session, reason: str) -> None:
+        """The target could not be reached: logged and counted as a session that ended."""
+        session.connect_failed(reason)
+        if self.metrics is not None:
+            self.metrics.ended(session, relayed=False)
 
     def add(self, session: Session) -> None:
         self._sessions[session.session_id] = session

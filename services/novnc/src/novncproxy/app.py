@@ -174,7 +174,7 @@ class ConsoleApp:
         self.bus = bus
         self.metrics = metrics
         self.policy = policy
-        self.sessions = SessionRegistry()
+        self.sessions = SessionRegistry(metrics)
         self.max_message = max_message
         self.connect_timeout = connect_timeout
         cache: dict[Path, tuple[bytes, str]] = {}
@@ -260,12 +260,11 @@ class ConsoleApp:
     # --- after the 101 ---------------------------------------------------------------------
 
     def run_session(self, ws: WsStream, prepared: Prepared) -> None:
-        session, m = prepared.session, self.metrics
-        m.sessions.inc()
+        session = prepared.session
+        self.metrics.sessions.inc()
         with session.bound():
             if prepared.target is None:
-                session.connect_failed(prepared.error)
-                m.ended(session, relayed=False)
+                self.sessions.connect_failed(session, prepared.error)
                 ws.close(1011, "console unreachable")
                 return
 
@@ -273,13 +272,8 @@ class ConsoleApp:
                 ws.cut(*CUT_CLOSES.get(reason, (1008, reason)))
 
             session.on_cut = on_cut
-            self.sessions.add(session)
-            m.relaying()
-            try:
-                session.run(ws, _GuardedTarget(prepared.target, ws), drain=SESSION_DRAIN)
-            finally:
-                self.sessions.remove(session)
-                m.ended(session, relayed=True)
+            self.sessions.run(session, ws, _GuardedTarget(prepared.target, ws),
+                              drain=SESSION_DRAIN)
 
     # --- WSGI --------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
     metrics = ProxyMetrics()
     pool = gevent.pool.Pool(config.max_sessions)
-    sessions = SessionRegistry()
+    sessions = SessionRegistry(metrics)
     proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,
                      head_timeout=config.request_head_timeout,
                      connect_timeout=config.target_connect_timeout)

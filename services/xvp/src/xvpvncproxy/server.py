@@ -120,6 +120,7 @@ class XvpProxy:
                 answer(sock, exc.status)
             stream.close()
             return
+        self._metrics.sessions.inc()
         session = Session(client=client, client_port=client_port, token=token,
                           instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
                           kind=CONSOLE_TYPE)
@@ -133,8 +134,7 @@ class XvpProxy:
         except TargetUnreachable as exc:
             answer(stream.sock, 502)
             stream.close()
-            session.connect_failed(exc.reason)
-            self._metrics.ended(session, relayed=False)
+            self.sessions.connect_failed(session, exc.reason)
             return
         try:
             stream.sock.sendall(OK)
@@ -146,13 +146,7 @@ class XvpProxy:
         if early:
             stream.prepend(early)  # RFB bytes the client sent with its preamble go first
         session.on_cut = lambda _reason: _shutdown(stream.sock)
-        self.sessions.add(session)
-        self._metrics.relaying()
-        try:
-            session.run(stream, target)
-        finally:
-            self.sessions.remove(session)
-            self._metrics.ended(session, relayed=True)
+        self.sessions.run(session, stream, target)
 
 
 def _shutdown(sock: socket.socket) -> None:
