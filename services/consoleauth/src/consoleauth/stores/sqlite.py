@@ -26,6 +26,7 @@ import gevent
 import gevent.event
 import structlog
 
+from console_common.logging import Throttle
 from consoleauth.stores.base import StoreUnavailable, TokenRecord
 from consoleauth.stores.memory import MemoryStore
 
@@ -79,6 +80,7 @@ class SqliteStore:
         for row in rows:
             self._cache.add(row[0], TokenRecord(*row[1:]))
         self._queue: list[_Write] = []
+        self._throttle = Throttle(10.0)
         self._wake = gevent.event.Event()
         self._closing = False
         self._writer = gevent.spawn(self._write_loop)
@@ -121,9 +123,12 @@ class SqliteStore:
 
         try:
             counts = gevent.get_hub().threadpool.apply(run)
-        except sqlite3.Error as exc:
-            log.warning("store.write_failed", store=self.name, path=self.path, writes=len(batch),
-                        error=str(exc))
+        except Exception as exc:  # sqlite's errors, or anything else: the writer goes on
+            held = self._throttle.allow(type(exc).__name__)
+            if held is not None:
+                log.warning("store.write_failed", store=self.name, path=self.path,
+                            writes=len(batch), error=f"{type(exc).__name__}: {exc}",
+                            suppressed=held)
             failure = StoreUnavailable(f"sqlite store {self.path}: {exc}")
             for w in batch:
                 w.result.set_exception(failure)
