@@ -199,3 +199,20 @@ def test_coalesced_checks_all_fail_in_time_when_nobody_answers() -> None:
     finally:
         sink.close()
         ctx.term()
+
+
+@pytest.mark.parametrize("concurrent", [1, 5])
+def test_coalesced_checks_never_wait_for_ever_when_the_sender_dies(concurrent: int) -> None:
+    """No timer per check: the sender settles every waiter whatever stops it."""
+    client = BusClient(["tcp://127.0.0.1:9"], timeout=1)
+
+    def dies(*args, **kwargs):
+        raise gevent.GreenletExit  # not an Exception: skips every `except Exception`
+
+    client.call = dies
+    calls = [gevent.spawn(client.check_token, f"fast-{i}") for i in range(concurrent)]
+    gevent.joinall(calls, timeout=5)
+    assert all(c.ready() for c in calls)
+    assert all(isinstance(c.exception, BusUnavailable) for c in calls)
+    assert "check not sent" in str(calls[0].exception)
+    client.close()
