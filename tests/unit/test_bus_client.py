@@ -216,3 +216,34 @@ def test_coalesced_checks_never_wait_for_ever_when_the_sender_dies(concurrent: i
     assert all(isinstance(c.exception, BusUnavailable) for c in calls)
     assert "check not sent" in str(calls[0].exception)
     client.close()
+
+
+def test_a_server_from_before_budgets_is_asked_again_without_one() -> None:
+    """An older consoleauth refuses the budget_ms key (strict envelope): the client goes on
+    without it, so proxies and consoleauth can be upgraded in any order."""
+    import zmq.green as zgreen
+
+    sock = zgreen.Context.instance().socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    seen: list[bool] = []
+
+    def old_server() -> None:
+        while True:
+            *env, body = sock.recv_multipart()
+            req = json.loads(body)
+            seen.append("budget_ms" in req)
+            reply = ({"v": 1, "id": req["id"], "ok": False, "error": {
+                "type": "BadRequest", "message": "bad request envelope: budget_ms: Unknown field."}}
+                if "budget_ms" in req else
+                {"v": 1, "id": req["id"], "ok": True, "result": {"service": "old", "version": "0"}})
+            sock.send_multipart([*env, json.dumps(reply).encode()])
+
+    server = gevent.spawn(old_server)
+    try:
+        with BusClient([f"tcp://127.0.0.1:{port}"], timeout=3) as client:
+            assert client.call("ping")["service"] == "old"
+            assert client.call("ping")["service"] == "old"
+        assert seen == [True, False, False]  # asked once with, then without for good
+    finally:
+        server.kill()
+        sock.close(linger=0)

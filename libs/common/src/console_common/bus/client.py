@@ -37,6 +37,7 @@ from gevent import get_hub
 
 from console_common.addresses import ip_family
 from console_common.bus.errors import (
+    BadRequest,
     BusProtocolError,
     BusUnavailable,
     UnknownMethod,
@@ -176,6 +177,7 @@ class BusClient:
         self._closed = False
         self._checks: list[tuple[str, gevent.event.AsyncResult]] | None = None
         self._batches = True  # False once a server said it has no check_tokens
+        self._budgets = True  # False once a server refused budget_ms (it predates it)
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -208,7 +210,8 @@ class BusClient:
                 break
             endpoint = self._endpoints[(first + attempt) % count]
             share = remaining / (self._attempts - attempt)
-            payload = encode_request(method, args, rid, budget_ms=int(share * 1000))
+            payload = encode_request(method, args, rid, budget_ms=int(share * 1000)
+                                     if self._budgets else None)
             channel = self._channel(endpoint)
             sent_at = time.monotonic()
             try:
@@ -228,7 +231,15 @@ class BusClient:
             except _ChannelReset:
                 detail = f"last try {endpoint}: connection reset after a timeout"
                 continue
-            return decode_reply(data, method, rid)
+            try:
+                return decode_reply(data, method, rid)
+            except BadRequest as exc:
+                if not (self._budgets and "budget_ms" in exc.message):
+                    raise
+                # A server from before budgets refuses the key: go on without it, as an
+                # older consoleauth expects (rolling upgrades in any order).
+                self._budgets = False
+                return self.request(method, args, deadline - time.monotonic())
         raise BusUnavailable(self._names, budget, detail)
 
     def check_token(self, token: str) -> ConnectInfo:
