@@ -10,9 +10,8 @@ Routes (GET/HEAD; other methods 405):
                                                 for the page to explain a refused upgrade
   anything else                                 404; a target starting with ``//`` is 400
 
-WebSocket upgrades (any path, as Nova) are decided by ``ProxyHandler`` (handler.py) with
-``admit_upgrade``/``prepare_session`` below, before the 101; after the 101 gevent-websocket
-calls this WSGI app with ``wsgi.websocket`` set and ``run_session`` relays.
+WebSocket upgrades (any path, as Nova) are decided by the connection (handler.py) with
+``admit``/``prepare_session`` below, before the 101; after the 101 ``run_session`` relays.
 """
 
 from __future__ import annotations
@@ -79,7 +78,6 @@ STATIC_CACHE_BYTES = 32 << 20
 
 CUT_CLOSES = {SHUTDOWN: (1001, "server shutting down"), REVOKED: (1008, "console revoked")}
 
-StartResponse = Callable[..., Any]
 
 
 def find_novnc_dir(web: str) -> Path | None:
@@ -166,7 +164,7 @@ def json_body(payload: dict[str, Any]) -> bytes:
 
 
 class ConsoleApp:
-    """The WSGI application plus the admission decisions the handler asks for."""
+    """Routes for plain requests, and the admission decisions the connection asks for."""
 
     def __init__(self, *, bus: BusClient, metrics: ProxyMetrics, policy: OriginPolicy,
                  novnc_dir: Path | None, static_dir: Path = STATIC_DIR,
@@ -275,24 +273,13 @@ class ConsoleApp:
             self.sessions.run(session, ws, _GuardedTarget(prepared.target, ws),
                               drain=SESSION_DRAIN)
 
-    # --- WSGI --------------------------------------------------------------------------------
+    # --- plain requests -------------------------------------------------------------------
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        ws = environ.get("wsgi.websocket")
-        if ws is not None:
-            self.run_session(ws, environ["novncproxy.prepared"])
-            return []
-        status, headers, body = self.route(environ)
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            headers = [*headers, ("Content-Length", str(len(body)))]
-            body = b""
-        start_response(status, headers)
-        return [body]
-
-    def route(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-        head: Request = environ["novncproxy.head"]
+    def route(self, head: Request, path: str, peer: str, tls: bool
+              ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """A plain request (``path``: the target's path, percent-decoded): status line,
+        headers and body. HEAD and Content-Length are the connection's business."""
         method = head.method
-        path = environ.get("PATH_INFO", "/")
         if admission.refused_target(head.target):
             return self.refusal_response(
                 self._refuse(400, BAD_REQUEST, "request path must not start with //"))
@@ -311,14 +298,14 @@ class ConsoleApp:
             return _status(200), [("Content-Type", METRICS_CONTENT_TYPE),
                                   ("Cache-Control", "no-store")], self.metrics.render()
         if path == WEBSOCKET_PATH or admission.token_from_request(head.target) is not None:
-            return self._probe(environ, head)
+            return self._probe(head, peer, tls)
         return _status(404), [("Content-Type", "text/plain")], b"not found\n"
 
-    def _probe(self, environ: dict[str, Any], head: Request
+    def _probe(self, head: Request, peer: str, tls: bool
                ) -> tuple[str, list[tuple[str, str]], bytes]:
         """A plain GET on the WebSocket path: the same checks as an upgrade, as JSON."""
         origin = head.header("origin")
-        verdict = self.admit(head, environ["novncproxy.peer"], environ["novncproxy.tls"],
+        verdict = self.admit(head, peer, tls,
                              upgrade=False)
         if isinstance(verdict, Refused):
             return self.refusal_response(verdict, origin)

@@ -1,4 +1,5 @@
-"""The listening server: gevent's WSGIServer with a bounded Pool, our handler, and TLS.
+"""The listening server: gevent's StreamServer with a bounded Pool (gunicorn's gevent
+worker), one ``Connection`` (handler.py) per client, and TLS.
 
 TLS is not left to gevent's ``StreamServer`` ssl arguments (they handshake with no
 deadline, so a silent client would hold a pool slot for ever). Each connection is wrapped
@@ -18,10 +19,10 @@ import gevent
 import gevent.pool
 import structlog
 from gevent import ssl
-from gevent.pywsgi import WSGIServer
+from gevent.server import StreamServer
 
 from novncproxy.app import ConsoleApp
-from novncproxy.handler import ProxyHandler
+from novncproxy.handler import Connection
 
 log = structlog.get_logger("novncproxy")
 
@@ -33,8 +34,7 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
-class ProxyServer(WSGIServer):
-    handler_class = ProxyHandler
+class ProxyServer(StreamServer):
     # gevent's default (128) overflows in a burst of new sessions (TcpExtListenOverflows in
     # the new-sessions bench); the kernel caps it at net.core.somaxconn. As xvpvncproxy.
     backlog = 1024
@@ -42,14 +42,15 @@ class ProxyServer(WSGIServer):
     def __init__(self, listener: Any, app: ConsoleApp, *, pool: gevent.pool.Pool,
                  head_max: int, head_timeout: float,
                  tls: ssl.SSLContext | None = None, ssl_only: bool = False) -> None:
-        super().__init__(listener, app, spawn=pool, log=None, error_log=None)
+        super().__init__(listener, spawn=pool)
+        self.application = app
         self.pool = pool
         self.head_max = head_max
         self.head_timeout = head_timeout
         self.tls = tls
         self.ssl_only = ssl_only
         self.draining = False
-        self.idle: set[ProxyHandler] = set()  # handlers waiting for a request head
+        self.idle: set[Connection] = set()  # connections waiting for a request head
 
     def handle(self, sock: Any, address: Any) -> None:
         self.application.metrics.connections.inc()
@@ -57,7 +58,7 @@ class ProxyServer(WSGIServer):
             sock = self._wrap(sock)
             if sock is None:
                 return
-        self.handler_class(sock, address, self).handle()
+        Connection(sock, address, self).serve()
 
     def _wrap(self, sock: Any) -> Any:
         assert self.tls is not None

@@ -68,8 +68,8 @@ def _binary_header(n: int) -> bytes:
 class WsStream:
     """One accepted WebSocket (after the 101) over a connected (maybe TLS) socket.
 
-    ``early``: bytes the client sent right after its request (the HTTP server's buffered
-    reader held them; ``take_buffered``); every read after them goes to the socket.
+    ``early``: bytes the client sent right after its request (read with the request head);
+    every read after them goes to the socket.
     """
 
     def __init__(self, sock: socket.socket, max_message: int = 1 << 20, tls: bool = False,
@@ -222,23 +222,6 @@ class WsStream:
         self._send_close(code, reason)
         # The socket itself belongs to the HTTP handler, which closes it once the session
         # returns (closing it here too would let its stale object close a reused fd).
-
-
-def take_buffered(rfile: Any, sock: Any) -> bytes:
-    """Empty the HTTP server's buffered reader without waiting for the peer: what it holds
-    (bytes a client sent right after its request), or what one non-blocking read gives.
-    A client must wait for the 101 before it sends (RFC 6455 4.1), so nothing more can
-    arrive into that buffer: afterwards the socket is read directly, and the caller may
-    close the reader (freeing its buffer)."""
-    timeout = sock.gettimeout()
-    sock.settimeout(0.0)
-    try:
-        held = rfile.peek()  # never waits now: its buffer, or b"" when nothing is there
-    except OSError:  # would block (TLS says so by raising), or the peer is gone: the
-        return b""   # first real read finds out
-    finally:
-        sock.settimeout(timeout)
-    return rfile.read(len(held)) if held else b""
 
 
 def shutdown_reads(sock: socket.socket) -> None:
