@@ -10,18 +10,17 @@ from typing import Any, Protocol
 
 import gevent.event
 import structlog
+from console_common.bus.messages import ConnectInfo
 
 log = structlog.get_logger("consoleauth")
 
 
 @dataclass(frozen=True, slots=True)
-class TokenRecord:
-    console_type: str
-    host: str
-    port: int
-    instance_uuid: str
-    expires_at: float
-    internal_access_path: str | None = None
+class TokenRecord(ConnectInfo):
+    """What a store keeps under a token's hash: the connect info a check answers (its
+    fields, declared once in ConnectInfo) plus where to confirm it (the compute host's
+    control endpoint) and the URL that was handed out."""
+
     compute_url: str | None = None
     access_url: str | None = None
 
