@@ -13,7 +13,7 @@ from console_common import splice
 from console_common.relay import RelayResult, TcpStream, relay
 from console_common.websocket import NEED_DATA, Close, Data, FrameReader
 from gevent import socket
-from novncproxy.wsstream import WsStream
+from console_common.wsstream import WsStream
 
 pytestmark = pytest.mark.skipif(not splice.available(), reason="no splice(2) here")
 

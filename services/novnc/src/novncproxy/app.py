@@ -45,7 +45,7 @@ from novncproxy.admission import (
     OriginPolicy,
 )
 from console_common.proxy_metrics import ProxyMetrics
-from novncproxy.wsstream import WsStream
+from console_common.wsstream import WsStream
 
 log = structlog.get_logger("novncproxy")
 

@@ -27,7 +27,7 @@ import structlog
 from console_common.httphead import NEED_DATA, HeadError, HeadReader, Request, render_head
 
 from novncproxy.app import ConsoleApp, Refused
-from novncproxy.wsstream import WsStream, shutdown_reads
+from console_common.wsstream import WsStream, shutdown_reads
 
 log = structlog.get_logger("novncproxy")
 _TLS_RECORD = b"\x16"

@@ -32,21 +32,12 @@ import gevent.pool
 from console_common.httphead import NEED_DATA, HeadError, Response, StatusReader
 from console_common.relay import RelayResult, TcpStream, relay
 from console_common.service import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, Shutdown
-from console_common.websocket import NEED_DATA as WS_NEED_DATA
+from console_common.wsstream import WsStream
 from console_common.websocket import (
-    Close,
-    ConnectionClosed,
-    Data,
-    FrameReader,
     HandshakeError,
-    ParseFailed,
-    Ping,
     check_client_response,
     client_key,
     client_request,
-    encode_binary,
-    encode_close,
-    encode_pong,
 )
 from gevent import socket
 from gevent.server import StreamServer
@@ -238,7 +229,7 @@ def xvp_handshake(conn: Connector, sock: socket.socket) -> bytes:
     return early
 
 
-def open_remote(conn: Connector) -> TcpStream | WebSocketStream:
+def open_remote(conn: Connector) -> TcpStream | WsStream:
     """A Stream to the console through the proxy, ready for RFB, or ``BridgeError``."""
     link = conn.link
     sock = conn.open()
@@ -258,80 +249,14 @@ def open_remote(conn: Connector) -> TcpStream | WebSocketStream:
             check_client_response(head.status, head.headers, key, offered=["binary"])
         except HandshakeError as exc:
             raise BridgeError(f"bad WebSocket answer from {link.address}: {exc}") from exc
-        return WebSocketStream(sock, early)
+        return WsStream(sock, max_message=1 << 30, early=early, role="client",
+                        owns_socket=True)
     except BaseException:
         sock.close()
         raise
 
 
 # --- WebSocket client role as a relay Stream ------------------------------------------------
-
-
-class WebSocketStream:
-    """The client end of a WebSocket as a relay Stream: masked binary frames out, frames in.
-
-    ``recv`` answers pings and returns b"" at the server's close (``close_code`` and
-    ``close_reason`` tell why); ``shutdown_write`` sends our close frame. Sends from the
-    two relay directions (data and pongs) are serialised by a lock.
-    """
-
-    def __init__(self, sock: socket.socket, early: bytes = b"") -> None:
-        self.sock = sock
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._reader = FrameReader("client", max_message=1 << 30, max_buffer=2 * READ)
-        self._send_lock = gevent.lock.Semaphore()
-        self._close_sent = False
-        self._early = early
-
-    def recv(self, size: int) -> bytes:
-        reader = self._reader
-        while True:
-            if self._early:
-                reader.receive_data(self._early[:READ])
-                self._early = self._early[READ:]
-            try:
-                event = reader.next_event()
-            except ParseFailed as exc:
-                self.close_code, self.close_reason = exc.code, exc.message
-                if exc.code != 1006:  # 1006: the connection is already gone
-                    self.shutdown_write(exc.code)
-                raise ConnectionError(f"WebSocket protocol error: {exc.message}") from exc
-            if event is WS_NEED_DATA:  # (not httphead's NEED_DATA: another sentinel)
-                if not self._early:
-                    reader.receive_data(self.sock.recv(min(size, READ)))
-            elif isinstance(event, Data):
-                if event.payload:
-                    return event.payload
-            elif isinstance(event, Ping):
-                self._send(encode_pong(event.payload, mask=os.urandom(4)))
-            elif isinstance(event, Close):
-                self.close_code, self.close_reason = event.code, event.reason
-                self.shutdown_write()  # answer the close
-                return b""
-            elif isinstance(event, ConnectionClosed):
-                return b""
-
-    def sendall(self, data: bytes) -> None:
-        self._send(encode_binary(data, mask=os.urandom(4)))  # vectorised masking
-
-    def shutdown_write(self, code: int = 1000) -> None:
-        try:
-            self._send_close(code)
-        except OSError:
-            pass  # the server is gone; the other direction sees it
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _send_close(self, code: int) -> None:
-        if not self._close_sent:
-            self._close_sent = True
-            self._send(encode_close(code, mask=os.urandom(4)))
-
-    def _send(self, frame: bytes) -> None:
-        with self._send_lock:
-            self.sock.sendall(frame)
 
 
 # --- the local listener --------------------------------------------------------------------
@@ -361,9 +286,9 @@ class Bridge:
         result = relay(local, remote, drain=5.0, result=RelayResult())
         message = f"connection from {peer} ended after {time.monotonic() - started:.1f}s " \
                   f"({result.totals['bytes_up']} bytes up, {result.totals['bytes_down']} down)"
-        if isinstance(remote, WebSocketStream) and remote.close_code == 1011:
+        if isinstance(remote, WsStream) and remote.close_received == 1011:
             message += f": {UNREACHABLE}"
-        elif isinstance(remote, WebSocketStream) and remote.close_code == 1008:
+        elif isinstance(remote, WsStream) and remote.close_received == 1008:
             message += ": the console was revoked"
         self._say(message)
 

@@ -1,4 +1,7 @@
-"""A server-side WebSocket connection as a relay ``Stream`` (recv/sendall/shutdown_write/close).
+"""A WebSocket connection as a relay ``Stream`` (recv/sendall/shutdown_write/close), for
+both ends: ``role="server"`` (novncproxy, after its 101: unmasked frames out, masked
+frames in) and ``role="client"`` (consolectl vnc-bridge, which dials a proxy: every frame
+out masked with a fresh random key, unmasked frames in).
 
 Framing is our sans-I/O core (``console_common.websocket``): ``FrameReader`` streams data
 payload as it arrives (a read costs its own size, never a message's), caps messages from
@@ -8,12 +11,14 @@ the headers alone and refuses unmasked frames; this module only does the I/O aro
   (of binary or text messages; text is relayed as its UTF-8 bytes), joined; answers pings with pongs, echoes a close frame's code and then returns
   ``b""`` (EOF); a protocol violation is answered with its close code (1002, 1007, 1009)
   and then ends reading like an EOF, with ``close_reason`` naming it for the session log.
-- ``sendall(data)``: one unmasked binary frame per chunk. Small frames go out as one
-  buffer; large ones as header + payload in one ``sendmsg`` (no copy of the payload) on
-  plain TCP, one joined buffer over TLS (which copies into records anyway).
-- ``send_pipe(pipe)``: the relay's zero-copy path for bulk target data (plain TCP only,
-  ``splice_fd`` is None over TLS): one binary frame per pipe load, its header sent with
-  MSG_MORE and the payload spliced from the pipe, never copied through Python.
+- ``sendall(data)``: one binary frame per chunk. As a server, small frames go out as one
+  buffer, large ones as header + payload in one ``sendmsg`` (no copy of the payload) on
+  plain TCP, one joined buffer over TLS (which copies into records anyway). As a client,
+  each frame is masked (vectorised) into one buffer.
+- ``send_pipe(pipe)``: the relay's zero-copy path for bulk target data (a server on plain
+  TCP only; ``splice_fd`` is None over TLS and for a client, whose frames must be masked):
+  one binary frame per pipe load, its header sent with MSG_MORE and the payload spliced
+  from the pipe, never copied through Python.
 - ``shutdown_write()``: close 1000 (the target ended). ``close(code, reason)``: the
   close frame if none went out yet, then the socket. ``cut(code, reason)``: from another
   greenlet (shutdown 1001, revocation 1008): send the close frame, then end our reads so
@@ -41,6 +46,7 @@ from console_common.websocket import (
     FrameReader,
     ParseFailed,
     Ping,
+    encode_binary,
     encode_close,
     encode_pong,
 )
@@ -66,23 +72,26 @@ def _binary_header(n: int) -> bytes:
 
 
 class WsStream:
-    """One accepted WebSocket (after the 101) over a connected (maybe TLS) socket.
+    """One WebSocket after its handshake, over a connected (maybe TLS) socket.
 
-    ``early``: bytes the client sent right after its request (read with the request head);
-    every read after them goes to the socket.
+    ``early``: bytes the peer sent right after the handshake, read with it; every read
+    after them goes to the socket. ``owns_socket``: ``close()`` closes the socket too
+    (a server's socket belongs to its HTTP connection, which closes it).
     """
 
     def __init__(self, sock: socket.socket, max_message: int = 1 << 20, tls: bool = False,
-                 early: bytes = b"") -> None:
+                 early: bytes = b"", role: str = "server", owns_socket: bool = False) -> None:
         self._sock = sock
         self._recv = sock.recv
-        self._reader = FrameReader("server", max_message=max_message,
+        self._reader = FrameReader(role, max_message=max_message,
                                    max_buffer=READ_SIZE + 4096)
         if early:
             self._reader.receive_data(early)
         self._lock = gevent.lock.Semaphore()
         self._sendall = sock.sendall
-        self._sendmsg = None if tls else getattr(sock, "sendmsg", None)
+        self._masked = role == "client"  # RFC 6455: a client masks every frame it sends
+        self._owns_socket = owns_socket
+        self._sendmsg = None if tls or self._masked else getattr(sock, "sendmsg", None)
         self._eof = False  # a close or EOF was read while data was still to be returned
         self.close_sent: int | None = None  # the code we sent (0: a close without code)
         self.close_received: int | None = None  # the peer's code (1005: none)
@@ -127,7 +136,7 @@ class WsStream:
                     if total >= size:
                         break
             elif kind is Ping:
-                self._send_control(encode_pong(event.payload))
+                self._send_control(encode_pong(event.payload, mask=self._mask()))
             elif kind is Close:
                 self.close_received = event.code
                 if self.close_sent is None:  # echo the peer's code (none for 1005)
@@ -145,9 +154,17 @@ class WsStream:
 
     # --- writing -------------------------------------------------------------------------
 
+    def _mask(self) -> bytes | None:
+        return os.urandom(4) if self._masked else None
+
     def sendall(self, data: bytes) -> None:
         if self.close_sent is not None:
             return  # closing: RFC 6455 allows no data after our close frame
+        if self._masked:
+            frame = encode_binary(data, mask=os.urandom(4))  # vectorised masking
+            with self._lock:
+                self._sendall(frame)
+            return
         n = len(data)
         header = _binary_header(n)
         with self._lock:
@@ -184,7 +201,7 @@ class WsStream:
         if self.close_sent is not None:
             return True
         self.close_sent = code or 0
-        frame = encode_close(code, reason if code is not None else "")
+        frame = encode_close(code, reason if code is not None else "", mask=self._mask())
         timer = gevent.Timeout(CLOSE_SEND_TIMEOUT)
         timer.start()
         try:
@@ -220,8 +237,10 @@ class WsStream:
             return
         self.closed = True
         self._send_close(code, reason)
-        # The socket itself belongs to the HTTP handler, which closes it once the session
-        # returns (closing it here too would let its stale object close a reused fd).
+        # A server's socket belongs to its HTTP connection, which closes it once the
+        # session returns (closing it here too would let a stale object close a reused fd).
+        if self._owns_socket:
+            self._sock.close()
 
 
 def shutdown_reads(sock: socket.socket) -> None:
