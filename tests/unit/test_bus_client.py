@@ -11,7 +11,8 @@ import time
 import gevent
 import pytest
 import zmq
-from console_common.bus import BusClient, BusServer, BusUnavailable, InvalidToken
+from console_common.bus import (BusClient, BusServer, BusUnavailable, DeadlineExceeded,
+                                InvalidToken)
 from console_common.bus.messages import CheckTokenArgs, CheckTokensResult, ConnectInfo
 from console_common.bus.server import Deferred
 
@@ -109,7 +110,8 @@ def test_a_slow_call_does_not_reset_a_connection_that_answers(server) -> None:
             assert client.call("check_token", token="fast-7000").port == 7000
             gevent.sleep(0.03)
         slow.join(timeout=3)
-        assert isinstance(slow.exception, BusUnavailable)
+        # consoleauth's answer (its budget spent) or our own timeout, whichever comes first
+        assert isinstance(slow.exception, (DeadlineExceeded, BusUnavailable))
         assert client._channels[server.bound] is channel  # still the same connection
         assert client.call("check_token", token="fast-7001").port == 7001
 

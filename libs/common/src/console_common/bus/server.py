@@ -47,7 +47,8 @@ from console_common.logging import Throttle
 
 Handler = Callable[[Any], Any]
 log = structlog.get_logger("bus")
-DRAIN_BATCH = 256  # messages handled per wake-up before yielding to other greenlets
+DRAIN_BATCH = 256
+REPLY_MARGIN = 0.05  # seconds of a caller's budget kept for our answer to travel back  # messages handled per wake-up before yielding to other greenlets
 
 
 class Deferred:
@@ -211,6 +212,8 @@ class BusServer:
     def _handle_pooled(self, call: _Call, fn: Callable[[], Any]) -> None:
         request, reply = call.request, None
         left = call.deadline - time.monotonic()
+        if request.budget_ms is not None:  # answer a little early: it must reach the caller
+            left -= min(REPLY_MARGIN, request.budget_ms / 10000)
         limit = min(self._handler_timeout, left)
         try:
             if limit <= 0:
