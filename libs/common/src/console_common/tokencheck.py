@@ -9,9 +9,14 @@ own 503, never a 500, a traceback or a dropped socket.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from console_common.bus import BadRequest, BusClient, BusError, ConnectInfo, InvalidToken
+
+if TYPE_CHECKING:  # proxy_metrics imports Denial from here
+    from console_common.proxy_metrics import ProxyMetrics
 
 
 class Denial(enum.Enum):
@@ -27,7 +32,18 @@ class Denied:
     reason: str  # for the log; never the token
 
 
-def check_console_token(bus: BusClient, token: str, console_type: str) -> ConnectInfo | Denied:
+def check_console_token(bus: BusClient, token: str, console_type: str,
+                        metrics: ProxyMetrics | None = None) -> ConnectInfo | Denied:
+    """The check, counted in ``metrics`` (result and latency) the same way for both."""
+    started = time.monotonic()
+    checked = _check(bus, token, console_type)
+    if metrics is not None:
+        metrics.token_checked(checked.kind.value if isinstance(checked, Denied) else "ok",
+                              time.monotonic() - started)
+    return checked
+
+
+def _check(bus: BusClient, token: str, console_type: str) -> ConnectInfo | Denied:
     try:
         info = bus.check_token(token)
     except (InvalidToken, BadRequest):  # BadRequest: not even shaped like a token

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -28,12 +27,14 @@ from typing import Any
 
 import structlog
 from console_common.bus import BusClient, BusError, ConnectInfo
-from console_common.tokencheck import Denial, Denied, check_console_token
 from console_common.httphead import Request
 from console_common.proxy_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from console_common.proxy_metrics import ProxyMetrics
 from console_common.relay import Stream, TcpStream
 from console_common.session import REVOKED, SHUTDOWN, Session, SessionRegistry
 from console_common.target import TargetUnreachable, connect_target
+from console_common.tokencheck import Denial, Denied, check_console_token
+from console_common.wsstream import WsStream
 from console_common.websocket import Accept, Refusal, server_handshake
 
 from novncproxy import admission
@@ -44,8 +45,6 @@ from novncproxy.admission import (
     ORIGIN_REFUSED,
     OriginPolicy,
 )
-from console_common.proxy_metrics import ProxyMetrics
-from console_common.wsstream import WsStream
 
 log = structlog.get_logger("novncproxy")
 
@@ -214,19 +213,12 @@ class ConsoleApp:
         return Admitted(accept, token, checked, client, peer_port if client == peer else None)
 
     def check_token(self, token: str) -> ConnectInfo | Refused:
-        started = time.monotonic()
-        checked = check_console_token(self.bus, token, "novnc")
-        if isinstance(checked, Denied):
-            outcome = checked.kind.value
-            if checked.kind is Denial.UNAVAILABLE:
-                result: ConnectInfo | Refused = self._refuse(503, CONSOLEAUTH_UNAVAILABLE,
-                                                             checked.reason)
-            else:
-                result = self._refuse(403, INVALID_TOKEN, checked.reason)
-        else:
-            result, outcome = checked, "ok"
-        self.metrics.token_checked(outcome, time.monotonic() - started)
-        return result
+        checked = check_console_token(self.bus, token, "novnc", self.metrics)
+        if not isinstance(checked, Denied):
+            return checked
+        if checked.kind is Denial.UNAVAILABLE:
+            return self._refuse(503, CONSOLEAUTH_UNAVAILABLE, checked.reason)
+        return self._refuse(403, INVALID_TOKEN, checked.reason)
 
     def _refuse(self, status: int, error: str, message: str,
                 headers: Iterable[tuple[str, str]] = (), metric: str | None = None) -> Refused:

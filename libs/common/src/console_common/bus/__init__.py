@@ -9,11 +9,12 @@
 
 from console_common.bus.client import BusClient
 from console_common.bus.errors import (BadRequest, BusError, BusProtocolError, BusTimeout,
-                                       BusUnavailable, DeadlineExceeded, InternalError, InvalidToken, RemoteError,
-                                       Unavailable, UnknownInstance, UnknownMethod)
+                                       BusUnavailable, DeadlineExceeded, InternalError,
+                                       InvalidToken, RemoteError, Unavailable, UnknownInstance,
+                                       UnknownMethod)
 from console_common.bus.messages import AuthorizeArgs, CheckTokenArgs, ConnectInfo
 from console_common.bus.server import BusServer
 
 __all__ = ["AuthorizeArgs", "BadRequest", "BusClient", "BusError", "BusProtocolError", "BusServer",
-           "BusTimeout", "BusUnavailable", "CheckTokenArgs", "DeadlineExceeded", "ConnectInfo", "InternalError",
-           "InvalidToken", "RemoteError", "Unavailable", "UnknownInstance", "UnknownMethod"]
+           "BusTimeout", "BusUnavailable", "CheckTokenArgs", "ConnectInfo", "DeadlineExceeded",
+           "InternalError", "InvalidToken", "RemoteError", "Unavailable", "UnknownInstance", "UnknownMethod"]

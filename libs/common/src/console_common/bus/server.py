@@ -47,8 +47,8 @@ from console_common.logging import Throttle
 
 Handler = Callable[[Any], Any]
 log = structlog.get_logger("bus")
-DRAIN_BATCH = 256
-REPLY_MARGIN = 0.05  # seconds of a caller's budget kept for our answer to travel back  # messages handled per wake-up before yielding to other greenlets
+DRAIN_BATCH = 256  # messages handled per wake-up before yielding to other greenlets
+REPLY_MARGIN = 0.05  # seconds of a caller's budget kept for our answer to travel back
 
 
 class Deferred:
@@ -164,7 +164,7 @@ class BusServer:
             finally:
                 self._held = None
                 for reply in held:
-                    self._send(reply, wake=False)
+                    self._send(reply)
                 if held:
                     self._wake_if_pending()
             gevent.sleep(0)  # let pooled handlers and other greenlets run between batches
@@ -296,10 +296,11 @@ class BusServer:
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, []
         for frames in outbox:
-            self._send(frames, wake=False)
+            self._send(frames)
         self._wake_if_pending()
 
-    def _send(self, frames: list[bytes], wake: bool = True) -> None:
+    def _send(self, frames: list[bytes]) -> None:
+        """Send one reply; callers send a batch, then call _wake_if_pending once."""
         if self._sock is None:
             return
         try:
@@ -307,8 +308,6 @@ class BusServer:
         except zmq.ZMQError as exc:  # peer gone or its queue full: it will retry
             self.counters["reply_dropped"] += 1
             log.debug("bus.reply_dropped", error=str(exc))
-        if wake:
-            self._wake_if_pending()
 
     def _wake_if_pending(self) -> None:
         # Sending may consume the fd's edge for pending input: wake the loop if so.

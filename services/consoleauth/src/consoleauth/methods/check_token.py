@@ -20,8 +20,9 @@ from consoleauth.state import State
 from consoleauth.stores import Pending, StoreUnavailable, TokenRecord
 
 log = structlog.get_logger("consoleauth")
-REPLY_MARGIN = 0.1  # seconds kept back from the caller's budget: the compute host's failure is told
-# before the server cuts the request (its own margin is 0.05)
+# Seconds kept back from the caller's budget, so a compute host's failure is told before
+# the bus server cuts the request (its own margin is 0.05).
+REPLY_MARGIN = 0.1
 
 
 def handle(state: State, args: CheckTokenArgs) -> ConnectInfo | Deferred | Later:
