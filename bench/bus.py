@@ -44,7 +44,7 @@ def _worker_bus(endpoints: list[str], token: str, clients: int, seconds: float) 
 
     monkey.patch_all()
     import gevent
-    from console_common.bus import BusClient
+    from console_common.net.bus import BusClient
 
     client = BusClient(endpoints, timeout=5.0)
     lat: list[float] = []
@@ -209,7 +209,8 @@ class Cluster:
         self.procs += self.consoleauths
 
     def token(self) -> str:
-        from console_common.bus import BusClient, BusUnavailable
+        from console_common.net.bus import BusClient
+        from console_common.proto.bus import BusUnavailable
 
         for ep in self.endpoints:
             with BusClient([ep], timeout=1.0) as admin:
@@ -278,7 +279,7 @@ def main() -> int:
         cluster = None if args.endpoint else Cluster(store, args.replicas)
         try:
             if cluster is None:
-                from console_common.bus import BusClient
+                from console_common.net.bus import BusClient
 
                 endpoints = [args.endpoint]
                 with BusClient(endpoints, timeout=2.0) as admin:

@@ -15,7 +15,7 @@ EOF or ``close`` closes them all.
 Kinds: ``tcp`` connects and relays raw bytes (direct, socat); ``ws`` does the RFC 6455
 upgrade (``Sec-WebSocket-Protocol: binary``, no Origin), reads server frames with a
 header-only parser that counts payload without copying it, and sends masked client
-frames built once with ``console_common.websocket.encode_binary`` (the proxy still has to
+frames built once with ``console_common.proto.websocket.encode_binary`` (the proxy still has to
 unmask every byte; reusing a few prebuilt frames keeps the client off the CPU); ``xvp``
 sends ``CONNECT <path> HTTP/1.1`` and requires ``200`` before relaying raw bytes.
 
@@ -34,7 +34,7 @@ import sys
 import time
 from collections import Counter
 
-from console_common.websocket import (
+from console_common.proto.websocket import (
     check_client_response,
     client_key,
     client_request,

@@ -352,7 +352,7 @@ class Tokens:
     costs the proxy a check_token on the bus."""
 
     def __init__(self, endpoint: str, ports: dict[str, int]) -> None:
-        from console_common.bus import BusClient
+        from console_common.net.bus import BusClient
 
         self.bus = BusClient([endpoint], timeout=5.0)
         self.ports = ports
@@ -368,7 +368,7 @@ class Tokens:
         return got[1]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        from console_common.bus import BusUnavailable
+        from console_common.proto.bus import BusUnavailable
 
         deadline = time.monotonic() + timeout
         while True:

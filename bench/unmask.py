@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from console_common.websocket import NEED_DATA, FrameReader, encode_binary, unmask
+from console_common.proto.websocket import NEED_DATA, FrameReader, encode_binary, unmask
 
 CHUNK = 64 << 10
 

@@ -51,7 +51,8 @@ def wait_tcp(host: str, port: int, timeout: float = 15.0) -> None:
 
 
 def wait_bus(endpoint: str, timeout: float = 15.0, method: str = "ping") -> dict:
-    from console_common.bus import BusClient, BusUnavailable
+    from console_common.net.bus import BusClient
+    from console_common.proto.bus import BusUnavailable
 
     deadline = time.monotonic() + timeout
     with BusClient([endpoint], timeout=0.5, attempts=1) as client:

@@ -133,7 +133,7 @@ def test_autobahn_fuzzingclient(wstest: Path, tmp_path: Path) -> None:
                                              str(port), "--consoleauth-url", bus], logs) as proxy:
         wait_bus(bus)
         wait_tcp("127.0.0.1", port)
-        from console_common.bus import BusClient
+        from console_common.net.bus import BusClient
 
         with BusClient([bus], 5) as client:
             token = remember_secret(client.call(

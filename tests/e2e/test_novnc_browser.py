@@ -36,7 +36,7 @@ class Proxy:
     proxy: ServiceProcess
 
     def authorize(self, port: int, instance: str = "vm-e2e") -> str:
-        from console_common.bus import BusClient
+        from console_common.net.bus import BusClient
 
         with BusClient([self.bus], timeout=5) as client:
             answer = client.call("authorize_console", console_type="novnc", host="127.0.0.1",

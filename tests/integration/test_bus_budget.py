@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console_common.bus import BusClient
+from console_common.net.bus import BusClient
 
 from tests.integration.test_novnc_protocol import TcpServer, WsClient, http_get, start_proxy
 from tests.integration.test_xvp_protocol import start_xvp

@@ -13,7 +13,8 @@ import uuid
 import gevent
 import pytest
 import zmq
-from console_common.bus import BadRequest, BusClient, BusUnavailable, InvalidToken
+from console_common.net.bus import BusClient
+from console_common.proto.bus import BadRequest, BusUnavailable, InvalidToken
 
 from tests.integration._consoles import (
     consolectl,

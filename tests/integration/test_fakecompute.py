@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 
-from console_common.bus import BusClient
+from console_common.net.bus import BusClient
 
 from tests.integration._consoles import (
     consolectl,

@@ -259,7 +259,7 @@ class Stack:
 
     def authorize(self, host: str = "127.0.0.1", port: int = 5900,
                   internal_access_path: str | None = None, instance: str = "vm-test") -> str:
-        from console_common.bus import BusClient
+        from console_common.net.bus import BusClient
 
         args = {"console_type": "novnc", "host": host, "port": port, "instance_uuid": instance}
         if internal_access_path:
@@ -642,7 +642,7 @@ def test_request_head_bounds(stack: Stack) -> None:
 
 def test_metrics_count_what_happened(stack: Stack) -> None:
     text = http_get(stack.port, "/metrics").body.decode()
-    # The same names and labels as xvpvncproxy's (console_common.proxy_metrics).
+    # The same names and labels as xvpvncproxy's (console_common.sessions.metrics).
     for name in ("console_sessions_open ", "console_sessions_total ",
                  'console_bytes_total{direction="up"}', 'console_bytes_total{direction="down"}',
                  'console_token_checks_total{result="ok"}',

@@ -15,7 +15,8 @@ from pathlib import Path
 import gevent
 import pytest
 import zmq
-from console_common.bus import BusClient, BusUnavailable, Unavailable
+from console_common.net.bus import BusClient
+from console_common.proto.bus import BusUnavailable, Unavailable
 
 from tests.integration._consoles import start_consoleauth
 from tests.support import (REPO, RedisServer, ServiceProcess, free_port, remember_secret,

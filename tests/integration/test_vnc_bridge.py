@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-from console_common.bus import BusClient
+from console_common.net.bus import BusClient
 from fakecompute.pattern import BARS, NAME_BG, TestPattern
 from PIL import Image
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console_common.rfb import (
+from console_common.proto.rfb import (
     NEED_DATA,
     RGB565,
     FramebufferUpdate,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from console_common.bus import BusClient
+from console_common.net.bus import BusClient
 
 from tests.integration.test_novnc_protocol import TcpServer, connect_endpoint, echo
 from tests.support import ServiceProcess, free_port, remember_secret, wait_bus, wait_tcp
@@ -303,7 +303,7 @@ def test_metrics_and_healthz(stack: Stack, echo_target: TcpServer) -> None:
             text = resp.read().decode()
     assert resp.headers["Content-Type"].startswith("text/plain")
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    # The same names and labels as novncproxy's (console_common.proxy_metrics).
+    # The same names and labels as novncproxy's (console_common.sessions.metrics).
     assert float(values["console_sessions_open"]) >= 1
     assert float(values["console_connections_total"]) >= 1
     assert float(values['console_token_check_seconds_count']) >= 1

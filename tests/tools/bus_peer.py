@@ -20,7 +20,7 @@ import zmq
 
 
 def slow_compute(endpoint: str, delay: float) -> None:
-    from console_common.bus import BusServer
+    from console_common.net.bus import BusServer
 
     def validate(args: dict) -> dict:
         print(f"validate {args['instance_uuid']}", flush=True)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from console_common.rfb import (
+from console_common.proto.rfb import (
     BGRX32,
     ENCODING_RAW,
     NEED_DATA,

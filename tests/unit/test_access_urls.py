@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from console_common.urls import access_url
+from console_common.proto.urls import access_url
 
 T = "0b6e3c36-4f8e-4c2b-9a39-6a8d8d3a1c2e"
 NOVNC = "http://127.0.0.1:6080/vnc_auto.html"

@@ -11,10 +11,10 @@ import time
 import gevent
 import pytest
 import zmq
-from console_common.bus import (BusClient, BusServer, BusUnavailable, DeadlineExceeded,
-                                InvalidToken)
-from console_common.bus.messages import CheckTokenArgs, CheckTokensResult, ConnectInfo
-from console_common.bus.server import Deferred
+from console_common.net.bus import BusClient, BusServer
+from console_common.proto.bus import BusUnavailable, DeadlineExceeded, InvalidToken
+from console_common.proto.bus.messages import CheckTokenArgs, CheckTokensResult, ConnectInfo
+from console_common.net.bus.server import Deferred
 
 
 def info(port: int) -> ConnectInfo:

@@ -7,10 +7,10 @@ import json
 import pytest
 from marshmallow import ValidationError
 
-from console_common.bus.errors import (BadRequest, BusProtocolError, InvalidToken, RemoteError,
+from console_common.proto.bus.errors import (BadRequest, BusProtocolError, InvalidToken, RemoteError,
                                        UnknownMethod)
-from console_common.bus.messages import CheckTokenArgs, ConnectInfo
-from console_common.bus.protocol import (MAX_MESSAGE, decode_reply, decode_request, encode_error,
+from console_common.proto.bus.messages import CheckTokenArgs, ConnectInfo
+from console_common.proto.bus.protocol import (MAX_MESSAGE, decode_reply, decode_request, encode_error,
                                          encode_request, encode_result, request_id)
 
 TOKEN = "t" * 43
@@ -118,7 +118,7 @@ def _schema_load(schema, obj):
 
 @pytest.mark.parametrize("obj", _INFO_VARIANTS, ids=range(len(_INFO_VARIANTS)))
 def test_fast_connect_info_accepts_only_what_the_schema_accepts(obj):
-    from console_common.bus.messages import ConnectInfoSchema, fast_connect_info
+    from console_common.proto.bus.messages import ConnectInfoSchema, fast_connect_info
 
     fast = fast_connect_info(obj)
     if fast is not None:  # the fast path may pass (None) but never disagree
@@ -136,7 +136,7 @@ def test_fast_connect_info_accepts_only_what_the_schema_accepts(obj):
 
 
 def test_fast_connect_info_takes_the_plain_result():
-    from console_common.bus.messages import fast_connect_info
+    from console_common.proto.bus.messages import fast_connect_info
 
     assert fast_connect_info(_INFO) == ConnectInfo("novnc", "10.0.0.1", 5900, "u-1", 1.5, None)
 
@@ -169,8 +169,8 @@ _ENVELOPES = [
 
 @pytest.mark.parametrize("env", _ENVELOPES, ids=range(len(_ENVELOPES)))
 def test_reply_envelope_fast_path_agrees_with_the_schema(env):
-    from console_common.bus.messages import ReplySchema
-    from console_common.bus.protocol import _plain_envelope
+    from console_common.proto.bus.messages import ReplySchema
+    from console_common.proto.bus.protocol import _plain_envelope
 
     kind, loaded = _schema_load(ReplySchema(), env)
     if _plain_envelope(env):  # accepted by hand: the schema accepts it, unchanged
@@ -223,13 +223,13 @@ def test_encode_request_checks_argument_names():
 ])
 def test_check_token_fast_path_agrees_with_schema(obj):
     """The hand-checked hot path accepts exactly what the schemas accept."""
-    from console_common.bus import protocol
+    from console_common.proto.bus import protocol
 
     assert_fast_request_agrees(obj, "check_token", protocol._plain_check_token)
 
 
 def assert_fast_request_agrees(obj, method, fast_decode):
-    from console_common.bus import protocol
+    from console_common.proto.bus import protocol
 
     raw = json.dumps(obj).encode()
     fast = fast_decode(json.loads(raw), None)
@@ -252,7 +252,7 @@ def decode_or_none(raw: bytes):
 
 
 def test_connect_info_fast_encoding_matches_schema_dump():
-    from console_common.bus.messages import METHODS as M
+    from console_common.proto.bus.messages import METHODS as M
 
     info = ConnectInfo("xvpvnc", "h", 5901, "u", 2.5, "/p")
     fast = json.loads(encode_result("check_token", info, "i"))["result"]
@@ -275,7 +275,7 @@ def test_connect_info_fast_encoding_matches_schema_dump():
     {"v": 2, "method": "check_tokens", "args": {"tokens": [TOKEN]}},
 ])
 def test_check_tokens_fast_path_agrees_with_schema(obj):
-    from console_common.bus import protocol
+    from console_common.proto.bus import protocol
 
     assert_fast_request_agrees(obj, "check_tokens", protocol._plain_check_tokens)
 
@@ -298,8 +298,8 @@ _ITEM_ERR = {"ok": False, "error": {"type": "InvalidToken", "message": "invalid 
     {"results": [_ITEM_OK], "more": 1},
 ])
 def test_fast_check_tokens_result_accepts_only_what_the_schema_accepts(obj):
-    from console_common.bus.messages import METHODS as M
-    from console_common.bus.messages import fast_check_tokens
+    from console_common.proto.bus.messages import METHODS as M
+    from console_common.proto.bus.messages import fast_check_tokens
 
     fast = fast_check_tokens(obj)
     try:
@@ -311,8 +311,8 @@ def test_fast_check_tokens_result_accepts_only_what_the_schema_accepts(obj):
 
 
 def test_check_tokens_result_encoding_round_trips():
-    from console_common.bus.errors import InvalidToken
-    from console_common.bus.messages import CheckTokensResult
+    from console_common.proto.bus.errors import InvalidToken
+    from console_common.proto.bus.messages import CheckTokensResult
 
     info = ConnectInfo("novnc", "10.0.0.1", 5900, "u-1", 1.5, None)
     raw = encode_result("check_tokens", CheckTokensResult((info, InvalidToken("gone"))), "i")
@@ -320,3 +320,33 @@ def test_check_tokens_result_encoding_round_trips():
     assert items == [{"ok": True, "result": info, "error": None},
                      {"ok": False, "result": None,
                       "error": {"type": "InvalidToken", "message": "gone"}}]
+
+
+def test_connect_info_fields_are_declared_once_and_derived():
+    from dataclasses import fields
+
+    from console_common.proto.bus.messages import (ORIGIN_FIELDS, AuthorizeArgs,
+                                                   AuthorizeArgsSchema, ConnectInfoSchema)
+    from consoleauth.stores import TokenRecord
+
+    info = [f.name for f in fields(ConnectInfo)]
+    origin = [name for name, *_ in ORIGIN_FIELDS]
+    assert list(ConnectInfoSchema().fields) == info
+    authorize = [name for name in info if name != "expires_at"] + ["token", *origin]
+    assert [f.name for f in fields(AuthorizeArgs)] == authorize
+    assert list(AuthorizeArgsSchema().fields) == authorize
+    assert [f.name for f in fields(TokenRecord)] == info + origin
+    # the rules travel with the fields: AuthorizeArgs refuses what ConnectInfo refuses
+    args = AuthorizeArgsSchema().load({"console_type": "novnc", "host": "h", "port": 5900,
+                                       "instance_uuid": "u", "compute_url": "tcp://c:1"})
+    assert args == AuthorizeArgs(console_type="novnc", host="h", port=5900, instance_uuid="u",
+                                 compute_url="tcp://c:1")
+    with pytest.raises(ValidationError, match="port"):
+        AuthorizeArgsSchema().load({"console_type": "novnc", "host": "h", "port": 0,
+                                    "instance_uuid": "u"})
+    with pytest.raises(ValidationError, match="expires_at"):
+        AuthorizeArgsSchema().load({"console_type": "novnc", "host": "h", "port": 1,
+                                    "instance_uuid": "u", "expires_at": 1.0})
+    record = TokenRecord.authorized(args, 2.5)
+    assert isinstance(record, ConnectInfo) and record.compute_url == "tcp://c:1"
+    assert record.connect_info() == ConnectInfo("novnc", "h", 5900, "u", 2.5, None)

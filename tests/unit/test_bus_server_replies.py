@@ -12,10 +12,10 @@ import gevent.event
 import pytest
 import structlog
 import zmq
-from console_common.bus import BusServer
-from console_common.bus import ConnectInfo
-from console_common.bus.server import Deferred, Later
-from console_common.logging import Throttle
+from console_common.net.bus import BusServer
+from console_common.proto.bus import ConnectInfo
+from console_common.net.bus.server import Deferred, Later
+from console_common.net.throttle import Throttle
 
 
 def _dealer(endpoint: str) -> zmq.Socket:
@@ -189,8 +189,8 @@ def test_budget_travels_a_spent_one_is_answered_at_once_an_overrun_one_in_its_bu
 
 
 def test_budget_in_the_envelope_is_checked() -> None:
-    from console_common.bus import BadRequest
-    from console_common.bus.protocol import decode_request, encode_request
+    from console_common.proto.bus import BadRequest
+    from console_common.proto.bus.protocol import decode_request, encode_request
 
     req = decode_request(encode_request("check_token", {"token": "t" * 40}, "r1", budget_ms=1500))
     assert (req.method, req.id, req.budget_ms) == ("check_token", "r1", 1500)

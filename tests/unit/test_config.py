@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from console_common.config import ConfigError, load, parse, select
-from console_common.config.loader import flags_from_namespace, make_parser
+from console_common.runtime.config import ConfigError, load, parse, select
+from console_common.runtime.config.loader import flags_from_namespace, make_parser
 
 SEED_FLAGFILE = """\
 # /etc/nova/nova.conf from the Essex VNC proxy guide

@@ -1,9 +1,9 @@
-"""Bounded HTTP/1.x heads: console_common.httphead (sans-I/O, no sockets)."""
+"""Bounded HTTP/1.x heads: console_common.proto.httphead (sans-I/O, no sockets)."""
 
 from __future__ import annotations
 
 import pytest
-from console_common.httphead import (
+from console_common.proto.httphead import (
     NEED_DATA,
     HeadError,
     HeadReader,

@@ -1,4 +1,4 @@
-"""The relay (console_common.relay) over in-memory streams: who ended first, half-close,
+"""The relay (console_common.net.relay) over in-memory streams: who ended first, half-close,
 drain, errors attributed to a side, a killed session, both streams closed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import gevent
 import gevent.queue
 import pytest
-from console_common.relay import RelayResult, relay
+from console_common.net.relay import RelayResult, relay
 
 DRAIN = 0.3
 

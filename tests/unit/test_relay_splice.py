@@ -9,11 +9,11 @@ import os
 
 import gevent
 import pytest
-from console_common import splice
-from console_common.relay import RelayResult, TcpStream, relay
-from console_common.websocket import NEED_DATA, Close, Data, FrameReader
+from console_common.net import splice
+from console_common.net.relay import RelayResult, TcpStream, relay
+from console_common.proto.websocket import NEED_DATA, Close, Data, FrameReader
 from gevent import socket
-from console_common.wsstream import WsStream
+from console_common.net.wsstream import WsStream
 
 pytestmark = pytest.mark.skipif(not splice.available(), reason="no splice(2) here")
 
@@ -145,7 +145,7 @@ def test_websocket_destination_gets_binary_frames_from_the_pipe(
 def test_websocket_source_is_unmasked_not_spliced(pipes_made: list[splice.Pipe]) -> None:
     """Bulk client data over a WebSocket must reach the target unmasked: that direction
     copies through Python even when it is bulk."""
-    from console_common.websocket import encode_binary
+    from console_common.proto.websocket import encode_binary
 
     client_far, client_near = tcp_pair()
     target_near, target_far = tcp_pair()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from console_common.rfb import vnc_check_response, vnc_des_key, vnc_des_response
+from console_common.proto.rfb import vnc_check_response, vnc_des_key, vnc_des_response
 
 CHALLENGE = bytes(range(16))
 

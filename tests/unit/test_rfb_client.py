@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from console_common.rfb import (
+from console_common.proto.rfb import (
     BGRX32,
     ENCODING_COPY_RECT,
     ENCODING_CURSOR,

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from console_common.rfb import (
+from console_common.proto.rfb import (
     BGRX32,
     ENCODING_RAW,
     NEED_DATA,

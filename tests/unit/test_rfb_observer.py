@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from console_common.rfb import BGRX32, RFBObserver, vnc_des_response
+from console_common.proto.rfb import BGRX32, RFBObserver, vnc_des_response
 
 V38, V37, V33 = b"RFB 003.008\n", b"RFB 003.007\n", b"RFB 003.003\n"
 INIT = struct.pack(">HH", 1024, 768) + BGRX32.pack() + b"\0\0\0\x09instance1"

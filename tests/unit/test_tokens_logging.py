@@ -10,8 +10,8 @@ import warnings
 
 import structlog
 
-from console_common.logging import configure
-from console_common.tokens import generate_token, is_acceptable_token, token_hash, token_id
+from console_common.runtime.logging import configure
+from console_common.proto.tokens import generate_token, is_acceptable_token, token_hash, token_id
 
 
 def test_generated_tokens_are_strong_and_url_safe():

@@ -1,4 +1,4 @@
-"""RFC 6455 framing: console_common.websocket.frames (sans-I/O, no sockets)."""
+"""RFC 6455 framing: console_common.proto.websocket.frames (sans-I/O, no sockets)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 import struct
 
 import pytest
-from console_common.websocket import (
+from console_common.proto.websocket import (
     NEED_DATA,
     Close,
     ConnectionClosed,

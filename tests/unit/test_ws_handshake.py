@@ -1,11 +1,11 @@
-"""RFC 6455 opening handshake: console_common.websocket.handshake (sans-I/O, no sockets)."""
+"""RFC 6455 opening handshake: console_common.proto.websocket.handshake (sans-I/O, no sockets)."""
 
 from __future__ import annotations
 
 import pytest
-from console_common.httphead import NEED_DATA as HEAD_NEED_DATA
-from console_common.httphead import HeadReader, StatusReader, render_head
-from console_common.websocket import (
+from console_common.proto.httphead import NEED_DATA as HEAD_NEED_DATA
+from console_common.proto.httphead import HeadReader, StatusReader, render_head
+from console_common.proto.websocket import (
     NEED_DATA,
     Accept,
     Data,

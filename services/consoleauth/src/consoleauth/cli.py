@@ -12,9 +12,9 @@ import gevent
 import structlog
 import zmq
 from console_common import __version__
-from console_common.bus import BusServer
-from console_common.config import COMMON, parse
-from console_common.service import Shutdown, boot
+from console_common.net.bus import BusServer
+from console_common.runtime.config import COMMON, parse
+from console_common.runtime.service import Shutdown, boot
 
 from consoleauth.methods import handlers
 from consoleauth.state import State

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from console_common.bus import BusClient
+from console_common.net.bus import BusClient
 from consoleauth.stores import TokenStore
 
 

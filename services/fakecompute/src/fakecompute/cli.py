@@ -11,10 +11,10 @@ import sys
 
 import zmq
 from console_common import __version__
-from console_common.bus import BusClient, BusServer
-from console_common.config import COMMON, parse
-from console_common.config.options import zmq_endpoint
-from console_common.service import EXIT_USAGE, Shutdown, boot
+from console_common.net.bus import BusClient, BusServer
+from console_common.runtime.config import COMMON, parse
+from console_common.runtime.config.options import zmq_endpoint
+from console_common.runtime.service import EXIT_USAGE, Shutdown, boot
 
 from fakecompute.control import ComputeHost, HostSettings
 from fakecompute.instances import SPEC_FORM, InstanceSpecError, parse_instances

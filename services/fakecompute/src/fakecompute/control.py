@@ -18,12 +18,13 @@ from typing import Any
 
 import structlog
 from console_common import __version__
-from console_common.bus import BusClient, BusUnavailable, Unavailable, UnknownInstance
-from console_common.tokens import token_id
+from console_common.net.bus import BusClient
+from console_common.proto.bus import BusUnavailable, Unavailable, UnknownInstance
+from console_common.proto.tokens import token_id
 
 from fakecompute.instances import InstanceSpec
 from fakecompute.rfbserver import BuiltinConsole
-from console_common.urls import access_url
+from console_common.proto.urls import access_url
 
 log = structlog.get_logger("fakecompute")
 

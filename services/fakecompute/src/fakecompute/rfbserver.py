@@ -25,7 +25,7 @@ import gevent
 import gevent.event
 import gevent.pool
 import structlog
-from console_common.rfb import (
+from console_common.proto.rfb import (
     ENCODING_RAW,
     NEED_DATA,
     AuthResult,

@@ -26,16 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from console_common.bus import BusClient, BusError, ConnectInfo
-from console_common.httphead import Request
-from console_common.proxy_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from console_common.proxy_metrics import ProxyMetrics
-from console_common.relay import Stream, TcpStream
-from console_common.session import REVOKED, SHUTDOWN, Session, SessionRegistry
-from console_common.target import TargetUnreachable, connect_target
-from console_common.tokencheck import Denial, Denied, check_console_token
-from console_common.wsstream import WsStream
-from console_common.websocket import Accept, Refusal, server_handshake
+from console_common.net.bus import BusClient
+from console_common.proto.bus import BusError, ConnectInfo
+from console_common.proto.httphead import Request
+from console_common.sessions.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from console_common.sessions.metrics import ProxyMetrics
+from console_common.net.relay import Stream, TcpStream
+from console_common.sessions.runner import REVOKED, SHUTDOWN, Session, SessionRegistry
+from console_common.net.target import TargetUnreachable, connect_target
+from console_common.sessions.admission import Denial, Denied, check_console_token
+from console_common.net.wsstream import WsStream
+from console_common.proto.websocket import Accept, Refusal, server_handshake
 
 from novncproxy import admission
 from novncproxy.admission import (
@@ -368,7 +369,7 @@ class _GuardedTarget:
     def sendall(self, data: bytes) -> None:
         self._guarded(self._send, data)
 
-    # the relay's zero-copy path (console_common.splice), guarded the same way
+    # the relay's zero-copy path (console_common.net.splice), guarded the same way
     @property
     def splice_fd(self) -> int | None:
         return getattr(self._stream, "splice_fd", None)

@@ -10,14 +10,14 @@ import sys
 
 import gevent.pool
 from console_common import __version__
-from console_common.bus import BusClient
-from console_common.config import BUS_CLIENT, COMMON, parse
-from console_common.service import Shutdown, boot, drain, raise_fd_limit
-from console_common.session import SHUTDOWN
+from console_common.net.bus import BusClient
+from console_common.runtime.config import BUS_CLIENT, COMMON, parse
+from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
+from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
 from novncproxy.app import ConsoleApp, find_novnc_dir
-from console_common.proxy_metrics import ProxyMetrics
+from console_common.sessions.metrics import ProxyMetrics
 from novncproxy.server import ProxyServer, tls_context
 
 OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only", "cert",

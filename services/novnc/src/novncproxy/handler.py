@@ -24,10 +24,10 @@ from urllib.parse import unquote, urlsplit
 
 import gevent
 import structlog
-from console_common.httphead import NEED_DATA, HeadError, HeadReader, Request, render_head
+from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, render_head
 
 from novncproxy.app import ConsoleApp, Refused
-from console_common.wsstream import WsStream, shutdown_reads
+from console_common.net.wsstream import WsStream, shutdown_reads
 
 log = structlog.get_logger("novncproxy")
 _TLS_RECORD = b"\x16"

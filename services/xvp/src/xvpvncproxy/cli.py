@@ -11,11 +11,11 @@ import sys
 
 import gevent.pool
 from console_common import __version__
-from console_common.bus import BusClient
-from console_common.config import BUS_CLIENT, COMMON, parse
-from console_common.proxy_metrics import ProxyMetrics
-from console_common.service import EXIT_OK, Shutdown, boot, drain
-from console_common.session import SHUTDOWN, SessionRegistry
+from console_common.net.bus import BusClient
+from console_common.runtime.config import BUS_CLIENT, COMMON, parse
+from console_common.sessions.metrics import ProxyMetrics
+from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain
+from console_common.sessions.runner import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 

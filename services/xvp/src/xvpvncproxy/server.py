@@ -18,14 +18,14 @@ from typing import Any
 
 import gevent
 import structlog
-from console_common.bus import BusClient
-from console_common.tokencheck import Denial, Denied, check_console_token
-from console_common.bus.messages import ConnectInfo
-from console_common.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
-from console_common.proxy_metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
-from console_common.relay import TcpStream
-from console_common.session import Session, SessionRegistry
-from console_common.target import TargetUnreachable, connect_target
+from console_common.net.bus import BusClient
+from console_common.sessions.admission import Denial, Denied, check_console_token
+from console_common.proto.bus.messages import ConnectInfo
+from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
+from console_common.sessions.metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
+from console_common.net.relay import TcpStream
+from console_common.sessions.runner import Session, SessionRegistry
+from console_common.net.target import TargetUnreachable, connect_target
 
 CONSOLE_TYPE = "xvpvnc"
 READ = 4096  # preamble reads: a head is small, RFB bytes after it are kept

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from console_common.config import Config
-from console_common.service import EXIT_OK
+from console_common.runtime.config import Config
+from console_common.runtime.service import EXIT_OK
 
 from consoleauth.ctl.common import call, emit, properties, read_token, when
-from console_common.urls import access_url
+from console_common.proto.urls import access_url
 
 NAME = "authorize"
 HELP = "Authorize a console token at consoleauth (what a compute host does)."

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from console_common.config import Config
-from console_common.service import EXIT_OK
+from console_common.runtime.config import Config
+from console_common.runtime.service import EXIT_OK
 
 from consoleauth.ctl.common import call, emit, properties, read_token, when
 

@@ -13,17 +13,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from console_common.bus import (
-    BadRequest,
-    BusClient,
-    BusProtocolError,
-    BusUnavailable,
-    InvalidToken,
-    RemoteError,
-    Unavailable,
-    UnknownInstance,
-)
-from console_common.service import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
+from console_common.net.bus import BusClient
+from console_common.proto.bus import BadRequest, BusProtocolError, BusUnavailable, InvalidToken, RemoteError, Unavailable, UnknownInstance
+from console_common.runtime.service import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 
 PROG = "consolectl"
 # Options every subcommand accepts, before or after its name.

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from console_common.config import Config
-from console_common.service import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
+from console_common.runtime.config import Config
+from console_common.runtime.service import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE
 
 from consoleauth.ctl.common import CtlError, call, emit, table
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from console_common.config import (
+from console_common.runtime.config import (
     ConfigError,
     add_option_arguments,
     flags_from_namespace,
@@ -23,8 +23,8 @@ from console_common.config import (
     make_parser,
     select,
 )
-from console_common.logging import configure
-from console_common.service import EXIT_USAGE
+from console_common.runtime.logging import configure
+from console_common.runtime.service import EXIT_USAGE
 
 from consoleauth.ctl import authorize, check, get_vnc_console, revoke, status
 from consoleauth.ctl.common import OPTIONS, PROG, CtlError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from console_common.config import Config
-from console_common.service import EXIT_OK
+from console_common.runtime.config import Config
+from console_common.runtime.service import EXIT_OK
 
 from consoleauth.ctl.common import call, emit
 

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 import gevent
-from console_common.config import Config
-from console_common.service import EXIT_OK, EXIT_UNAVAILABLE
+from console_common.runtime.config import Config
+from console_common.runtime.service import EXIT_OK, EXIT_UNAVAILABLE
 
 from consoleauth.ctl.common import CtlError, call, emit, table
 

@@ -29,11 +29,11 @@ from urllib.parse import parse_qs, quote, urlsplit
 import gevent
 import gevent.lock
 import gevent.pool
-from console_common.httphead import NEED_DATA, HeadError, Response, StatusReader
-from console_common.relay import RelayResult, TcpStream, relay
-from console_common.service import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, Shutdown
-from console_common.wsstream import WsStream
-from console_common.websocket import (
+from console_common.proto.httphead import NEED_DATA, HeadError, Response, StatusReader
+from console_common.net.relay import RelayResult, TcpStream, relay
+from console_common.runtime.service import EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, Shutdown
+from console_common.net.wsstream import WsStream
+from console_common.proto.websocket import (
     HandshakeError,
     check_client_response,
     client_key,

@@ -10,24 +10,20 @@ from typing import Any
 
 import structlog
 
-from console_common.bus import BadRequest, Unavailable
-from console_common.bus.messages import AuthorizeArgs
-from console_common.tokens import generate_token, is_acceptable_token, token_hash, token_id
+from console_common.proto.bus import BadRequest, Unavailable
+from console_common.proto.tokens import generate_token, is_acceptable_token, token_hash, token_id
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable, TokenRecord
 
 log = structlog.get_logger("consoleauth")
 
 
-def handle(state: State, args: AuthorizeArgs) -> dict[str, Any]:
+def handle(state: State, args: Any) -> dict[str, Any]:
     if args.token is not None and not is_acceptable_token(args.token):
         raise BadRequest("token must be 32-256 URL-safe characters (A-Z a-z 0-9 - _ . ~)")
     token = args.token or generate_token()
     expires_at = state.clock() + state.ttl
-    record = TokenRecord(console_type=args.console_type, host=args.host, port=args.port,
-                         instance_uuid=args.instance_uuid, expires_at=expires_at,
-                         internal_access_path=args.internal_access_path,
-                         compute_url=args.compute_url, access_url=args.access_url)
+    record = TokenRecord.authorized(args, expires_at)
     try:
         state.store.add(token_hash(token), record)
     except StoreUnavailable as exc:

@@ -11,11 +11,10 @@ import time
 
 import structlog
 
-from console_common.bus import (BusError, DeadlineExceeded, InvalidToken, Unavailable,
-                                UnknownInstance)
-from console_common.bus.server import Deferred, Later
-from console_common.bus.messages import CheckTokenArgs, ConnectInfo
-from console_common.tokens import token_hash, token_id
+from console_common.proto.bus import BusError, DeadlineExceeded, InvalidToken, Unavailable, UnknownInstance
+from console_common.net.bus.server import Deferred, Later
+from console_common.proto.bus.messages import CheckTokenArgs, ConnectInfo
+from console_common.proto.tokens import token_hash, token_id
 from consoleauth.state import State
 from consoleauth.stores import Pending, StoreUnavailable, TokenRecord
 
@@ -88,6 +87,4 @@ def _validated(state: State, args: CheckTokenArgs, hashed: str, record: TokenRec
 
 def _connect_info(state: State, record: TokenRecord) -> ConnectInfo:
     state.counters["check.ok"] += 1
-    return ConnectInfo(console_type=record.console_type, host=record.host, port=record.port,
-                       instance_uuid=record.instance_uuid, expires_at=record.expires_at,
-                       internal_access_path=record.internal_access_path)
+    return record.connect_info()

@@ -11,11 +11,11 @@ from typing import Any
 
 import gevent
 
-from console_common.bus import RemoteError, Unavailable
-from console_common.bus.messages import CheckTokenArgs, CheckTokensArgs, CheckTokensResult
-from console_common.bus.server import Deferred, Later
+from console_common.proto.bus import RemoteError, Unavailable
+from console_common.proto.bus.messages import CheckTokenArgs, CheckTokensArgs, CheckTokensResult
+from console_common.net.bus.server import Deferred, Later
 
-from console_common.tokens import token_hash
+from console_common.proto.tokens import token_hash
 from consoleauth.methods import check_token
 from consoleauth.state import State
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 
-from console_common.bus import Unavailable
+from console_common.proto.bus import Unavailable
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from console_common import __version__
-from console_common.bus import Unavailable
+from console_common.proto.bus import Unavailable
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable
 

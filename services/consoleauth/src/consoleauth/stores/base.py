@@ -5,31 +5,45 @@ Stores are keyed by the token's SHA-256 (``token_hash``): none ever sees or keep
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import operator
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import gevent.event
 import structlog
-from console_common.bus.messages import ConnectInfo
+from console_common.proto.bus.messages import (CONNECT_INFO_FIELDS, ORIGIN_FIELDS, ConnectInfo,
+                                               derive, field_names)
 
 log = structlog.get_logger("consoleauth")
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRecord(ConnectInfo):
-    """What a store keeps under a token's hash: the connect info a check answers (its
-    fields, declared once in ConnectInfo) plus where to confirm it (the compute host's
-    control endpoint) and the URL that was handed out."""
+def _to_dict(self: Any) -> dict[str, Any]:
+    return asdict(self)
 
-    compute_url: str | None = None
-    access_url: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _live(self: Any, now: float) -> bool:
+    """A token is valid strictly before its expiry instant."""
+    return now < self.expires_at
 
-    def live(self, now: float) -> bool:
-        """A token is valid strictly before its expiry instant."""
-        return now < self.expires_at
+
+def _connect_info(self: Any) -> ConnectInfo:
+    """The answer to a check: this record's connect-info fields."""
+    return ConnectInfo(*_connect_values(self))
+
+
+@classmethod  # type: ignore[misc]
+def _authorized(cls: Any, args: Any, expires_at: float) -> Any:
+    """The record authorize_console stores for ``args`` (an AuthorizeArgs)."""
+    values = {name: getattr(args, name) for name in _RECORD_FIELDS if name != "expires_at"}
+    return cls(expires_at=expires_at, **values)
+
+
+# What a store keeps under a token's hash: the connect info a check answers plus where the
+# console came from (ORIGIN_FIELDS); both declared once in console_common's messages.
+TokenRecord = derive("TokenRecord", ConnectInfo, add=ORIGIN_FIELDS, to_dict=_to_dict,
+                     live=_live, connect_info=_connect_info, authorized=_authorized)
+_RECORD_FIELDS = field_names(TokenRecord)
+_connect_values = operator.attrgetter(*CONNECT_INFO_FIELDS)
 
 
 class StoreUnavailable(Exception):

@@ -31,7 +31,7 @@ import gevent.socket
 import structlog
 from gevent import monkey
 
-from console_common.logging import Throttle
+from console_common.net.throttle import Throttle
 from consoleauth.stores.base import Pending, StoreUnavailable
 from consoleauth.stores.resp import NEED, RespError, RespParser, RespProtocolError, encode
 

@@ -26,7 +26,7 @@ import gevent
 import gevent.event
 import structlog
 
-from console_common.logging import Throttle
+from console_common.net.throttle import Throttle
 from consoleauth.stores.base import StoreUnavailable, TokenRecord
 from consoleauth.stores.memory import MemoryStore
 

@@ -35,16 +35,16 @@ import gevent.event
 import zmq
 from gevent import get_hub
 
-from console_common.addresses import ip_family
-from console_common.bus.errors import (
+from console_common.net.addresses import ip_family
+from console_common.proto.bus.errors import (
     BadRequest,
     BusProtocolError,
     BusUnavailable,
     UnknownMethod,
     remote_error,
 )
-from console_common.bus.messages import MAX_BATCH, ConnectInfo
-from console_common.bus.protocol import decode_reply, encode_request
+from console_common.proto.bus.messages import MAX_BATCH, ConnectInfo
+from console_common.proto.bus.protocol import decode_reply, encode_request
 
 _CONTEXT: zmq.Context | None = None
 

@@ -9,7 +9,7 @@ still finish within ``drain`` seconds.
 Bulk directions go zero-copy: once a read fills BULK bytes (a framebuffer stream, a file
 upload) and the session observer has seen the handshake, a direction whose source offers a
 raw descriptor (``splice_fd``, ``fill_pipe``) and whose destination can send from a pipe
-(``splice_fd``, ``send_pipe``) moves on through splice(2) (``console_common.splice``).
+(``splice_fd``, ``send_pipe``) moves on through splice(2) (``console_common.net.splice``).
 Interactive traffic (keys, small updates) never gets there and keeps its two syscalls per
 message.
 """
@@ -24,7 +24,7 @@ from typing import Protocol
 
 import gevent
 
-from console_common import splice
+from console_common.net import splice
 
 CHUNK = 256 * 1024
 BULK = 64 * 1024  # a read this large means a bulk stream: worth a pipe (two descriptors)

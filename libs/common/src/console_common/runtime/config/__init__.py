@@ -4,9 +4,9 @@
     config.novncproxy_port  # -> 6080, validated
 """
 
-from console_common.config.loader import (Config, ConfigError, add_option_arguments,
+from console_common.runtime.config.loader import (Config, ConfigError, add_option_arguments,
                                           flags_from_namespace, load, make_parser, parse)
-from console_common.config.options import BUS_CLIENT, COMMON, OPTIONS, Option, select
+from console_common.runtime.config.options import BUS_CLIENT, COMMON, OPTIONS, Option, select
 
 __all__ = ["BUS_CLIENT", "COMMON", "OPTIONS", "Config", "ConfigError", "Option",
            "add_option_arguments", "flags_from_namespace", "load", "make_parser", "parse", "select"]

@@ -11,7 +11,7 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from console_common.tokencheck import Denial
+from console_common.sessions.admission import Denial
 
 prometheus_client.disable_created_metrics()  # no *_created series: nobody graphs them
 

@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import ValidationError
 
-from console_common.bus.errors import (
+from console_common.proto.bus.errors import (
     BadRequest,
     BusProtocolError,
     RemoteError,
     UnknownMethod,
     remote_error,
 )
-from console_common.bus.messages import (
+from console_common.proto.bus.messages import (
     FAST_RESULTS,
     MAX_BATCH,
     MAX_BUDGET_MS,
     CheckTokensArgs,
     CheckTokensResult,
     CheckTokenArgs,
+    CONNECT_INFO_FIELDS,
     ConnectInfo,
     METHODS,
     VERSION,
@@ -197,10 +199,11 @@ def request_id(data: bytes) -> str | None:
     return rid if isinstance(rid, str) and len(rid) <= 64 else None
 
 
+_connect_info_values = operator.attrgetter(*CONNECT_INFO_FIELDS)
+
+
 def _connect_info_dict(info: ConnectInfo) -> dict[str, Any]:
-    return {"console_type": info.console_type, "host": info.host, "port": info.port,
-            "instance_uuid": info.instance_uuid, "expires_at": info.expires_at,
-            "internal_access_path": info.internal_access_path}
+    return dict(zip(CONNECT_INFO_FIELDS, _connect_info_values(info)))
 
 
 def _batch_item(item: Any) -> dict[str, Any]:

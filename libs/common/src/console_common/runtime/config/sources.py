@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from console_common.config.options import ALIASES, OPTIONS
+from console_common.runtime.config.options import ALIASES, OPTIONS
 
 # Sections whose keys we read; other sections of a shared nova.conf are left alone.
 OUR_SECTIONS = ("default", "vnc", "console", "consoleauth")

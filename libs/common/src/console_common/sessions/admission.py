@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from console_common.bus import BadRequest, BusClient, BusError, ConnectInfo, InvalidToken
+from console_common.net.bus import BusClient
+from console_common.proto.bus import BadRequest, BusError, ConnectInfo, InvalidToken
 
 if TYPE_CHECKING:  # proxy_metrics imports Denial from here
-    from console_common.proxy_metrics import ProxyMetrics
+    from console_common.sessions.metrics import ProxyMetrics
 
 
 class Denial(enum.Enum):

@@ -24,7 +24,7 @@ Client role (consolectl vnc-bridge): ``client_request`` / ``check_client_respons
 ``FrameReader("client")`` and encoders given a fresh 4-byte ``mask``.
 """
 
-from console_common.websocket.frames import (
+from console_common.proto.websocket.frames import (
     NEED_DATA,
     Close,
     CloseCode,
@@ -46,7 +46,7 @@ from console_common.websocket.frames import (
     is_valid_close_code,
     unmask,
 )
-from console_common.websocket.handshake import (
+from console_common.proto.websocket.handshake import (
     Accept,
     HandshakeError,
     Headers,

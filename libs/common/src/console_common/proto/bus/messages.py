@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
@@ -65,32 +66,151 @@ class ReplySchema(_Strict):
             raise ValidationError("an error reply needs error")
 
 
-# --- consoleauth ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class AuthorizeArgs:
-    console_type: str
-    host: str
-    port: int
-    instance_uuid: str
-    token: str | None = None
-    internal_access_path: str | None = None
-    compute_url: str | None = None
-    access_url: str | None = None
+# --- declared once: a field's wire rule ------------------------------------------------
+@dataclass(frozen=True)
+class Wire:
+    """One field's rule on the wire, declared once on the dataclass field: it gives the
+    marshmallow field the schema loads with, and the same rule as a plain check for the hot
+    path (exact JSON types, no conversions), so both accept exactly the same values."""
+
+    kind: type
+    optional: bool = False
+    min_len: int = 0
+    max_len: int = 255
+    choices: tuple[str, ...] | None = None
+    span: tuple[int, int] | None = None
+
+    def schema_field(self) -> fields.Field:
+        kw: dict[str, Any] = ({"load_default": None, "allow_none": True} if self.optional
+                              else {"required": True})
+        if self.choices is not None:
+            return fields.String(validate=validate.OneOf(self.choices), **kw)
+        if self.kind is str:
+            return fields.String(validate=validate.Length(self.min_len, self.max_len), **kw)
+        if self.kind is int:
+            span = validate.Range(*self.span) if self.span else None
+            return fields.Integer(strict=True, validate=span, **kw)
+        if self.kind is float:
+            return fields.Float(**kw)  # marshmallow refuses nan and inf, as check() does
+        raise TypeError(f"no wire rule for {self.kind.__name__}")
+
+    def check(self) -> Callable[[Any], bool]:
+        """A predicate for one value: what schema_field() loads unchanged."""
+        optional, kind = self.optional, self.kind
+        if self.choices is not None:
+            rule: Callable[[Any], bool] = self.choices.__contains__
+        elif kind is str:
+            lo, hi = self.min_len, self.max_len
+            rule = lambda v: lo <= len(v) <= hi
+        elif kind is int:
+            lo, hi = self.span or (-(1 << 63), 1 << 63)
+            rule = lambda v: lo <= v <= hi
+        else:
+            rule = math.isfinite
+        return lambda v: (optional if v is None else type(v) is kind and rule(v))
 
 
-class AuthorizeArgsSchema(_Strict):
-    token = _Token(load_default=None, allow_none=True)
-    console_type = fields.String(required=True, validate=validate.OneOf(CONSOLE_TYPES))
-    host = _Str(255, min=1, required=True)
-    port = _Port(required=True)
-    instance_uuid = _Str(64, min=1, required=True)
-    internal_access_path = _Str(1024, load_default=None, allow_none=True)
-    compute_url = _Str(255, load_default=None, allow_none=True)
-    access_url = _Str(2048, load_default=None, allow_none=True)
+def wire(kind: type, **rule: Any) -> Any:
+    """A dataclass field with its wire rule; optional fields default to None."""
+    spec = Wire(kind, **rule)
+    if spec.optional:
+        return field(default=None, metadata={"wire": spec})
+    return field(metadata={"wire": spec})
+
+
+def _wire_fields(cls: type, drop: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """cls's fields as make_dataclass specs (fresh Field objects, same rules)."""
+    return [(f.name, f.type, wire(f.metadata["wire"].kind, **_rule(f.metadata["wire"])))
+            for f in dataclass_fields(cls) if f.name not in drop]
+
+
+def _rule(spec: Wire) -> dict[str, Any]:
+    return {k: getattr(spec, k) for k in ("optional", "min_len", "max_len", "choices", "span")}
+
+
+def derive(name: str, base: type | None = None, drop: tuple[str, ...] = (),
+           add: tuple[tuple[str, Any, Any], ...] = (), **namespace: Any) -> type:
+    """A frozen dataclass made of ``base``'s fields (less ``drop``) and ``add``'s: subclass
+    of ``base`` when nothing is dropped, so a TokenRecord is a ConnectInfo."""
+    specs = _wire_fields(base, drop) if base is not None and drop else []
+    specs += [(n, t, wire(s.kind, **_rule(s))) for n, t, s in add]
+    bases = (base,) if base is not None and not drop else ()
+    return make_dataclass(name, specs, bases=bases, frozen=True, slots=True,
+                          namespace=namespace)
+
+
+class _Loads(_Strict):
+    target: type
 
     @post_load
-    def _make(self, data: dict[str, Any], **kw: Any) -> AuthorizeArgs:
-        return AuthorizeArgs(**data)
+    def _make(self, data: dict[str, Any], **kw: Any) -> Any:
+        return self.target(**data)
+
+
+def schema_for(cls: type) -> type[Schema]:
+    """The strict marshmallow schema that loads a ``cls`` from its wire fields."""
+    declared = {f.name: f.metadata["wire"].schema_field() for f in dataclass_fields(cls)}
+    return type(f"{cls.__name__}Schema", (_Loads,), {**declared, "target": cls})
+
+
+def fast_loader(cls: type) -> Callable[[Any], Any]:
+    """``schema_for(cls)().load(obj)`` for an ``obj`` that is plainly valid, else None.
+
+    A check_token result is loaded once per console session and 64 at a time in batches;
+    the schema costs ~30 µs, this ~2 µs. It accepts only what the schema accepts, with the
+    same result; anything else (an error, or an unusual but valid form such as an integer
+    float) returns None and goes through the schema, which decides and words the error.
+    """
+    rules = tuple((f.name, f.metadata["wire"].check()) for f in dataclass_fields(cls))
+    allowed = frozenset(name for name, _ in rules)
+    required = frozenset(f.name for f in dataclass_fields(cls) if not f.metadata["wire"].optional)
+
+    def load(obj: Any) -> Any:
+        if type(obj) is not dict or not required <= obj.keys() <= allowed:
+            return None
+        get = obj.get
+        for name, ok in rules:
+            if not ok(get(name)):
+                return None
+        return cls(**obj)
+    return load
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclass_fields(cls))
+
+
+# --- consoleauth ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ConnectInfo:
+    """What a token grants: the console's target and the token's expiry. Every other
+    spelling of these fields (AuthorizeArgs, consoleauth's TokenRecord and store columns,
+    the schemas, the hot-path loader and encoder) derives from this declaration."""
+
+    console_type: str = wire(str, choices=CONSOLE_TYPES)
+    host: str = wire(str, min_len=1)
+    port: int = wire(int, span=(1, 65535))
+    instance_uuid: str = wire(str, min_len=1, max_len=64)
+    expires_at: float = wire(float)
+    internal_access_path: str | None = wire(str, optional=True, max_len=1024)
+
+
+# Where an authorized console came from, kept with its token (consoleauth's TokenRecord).
+ORIGIN_FIELDS: tuple[tuple[str, Any, Wire], ...] = (
+    ("compute_url", str | None, Wire(str, optional=True)),
+    ("access_url", str | None, Wire(str, optional=True, max_len=2048)),
+)
+
+# authorize_console's arguments: the connect info less its expiry (consoleauth sets it),
+# an optional token of the caller's choosing, and the origin fields.
+AuthorizeArgs = derive(
+    "AuthorizeArgs", ConnectInfo, drop=("expires_at",),
+    add=(("token", str | None, Wire(str, optional=True, min_len=1, max_len=256)),)
+    + ORIGIN_FIELDS)
+AuthorizeArgsSchema = schema_for(AuthorizeArgs)
+ConnectInfoSchema = schema_for(ConnectInfo)
+fast_connect_info = fast_loader(ConnectInfo)
+CONNECT_INFO_FIELDS = field_names(ConnectInfo)
 
 
 class AuthorizeResultSchema(_Strict):
@@ -109,55 +229,6 @@ class CheckTokenArgsSchema(_Strict):
     @post_load
     def _make(self, data: dict[str, Any], **kw: Any) -> CheckTokenArgs:
         return CheckTokenArgs(**data)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectInfo:
-    console_type: str
-    host: str
-    port: int
-    instance_uuid: str
-    expires_at: float
-    internal_access_path: str | None = None
-
-
-class ConnectInfoSchema(_Strict):
-    console_type = fields.String(required=True, validate=validate.OneOf(CONSOLE_TYPES))
-    host = _Str(required=True)
-    port = _Port(required=True)
-    instance_uuid = _Str(64, required=True)
-    expires_at = fields.Float(required=True)
-    internal_access_path = _Str(1024, load_default=None, allow_none=True)
-
-    @post_load
-    def _make(self, data: dict[str, Any], **kw: Any) -> ConnectInfo:
-        return ConnectInfo(**data)
-
-
-_CONNECT_INFO_REQUIRED = frozenset(("console_type", "host", "port", "instance_uuid", "expires_at"))
-_CONNECT_INFO_KEYS = _CONNECT_INFO_REQUIRED | {"internal_access_path"}
-
-
-def fast_connect_info(obj: Any) -> ConnectInfo | None:
-    """``ConnectInfoSchema().load(obj)`` for a result that is plainly valid, else None.
-
-    check_token's result is loaded once per console session; the schema costs ~30 µs, this
-    ~1 µs. It accepts only what the schema accepts, with the same result (exact JSON
-    types, no conversions); anything else (an error or an unusual but valid form such as
-    an integer ``expires_at``) returns None and goes through the schema.
-    """
-    if type(obj) is not dict or not _CONNECT_INFO_REQUIRED <= obj.keys() <= _CONNECT_INFO_KEYS:
-        return None
-    console_type, host, port = obj["console_type"], obj["host"], obj["port"]
-    uuid, expires_at = obj["instance_uuid"], obj["expires_at"]
-    path = obj.get("internal_access_path")
-    if (console_type not in CONSOLE_TYPES or type(host) is not str or len(host) > 255
-            or type(port) is not int or not 1 <= port <= 65535
-            or type(uuid) is not str or len(uuid) > 64
-            or type(expires_at) is not float or not math.isfinite(expires_at)
-            or (path is not None and (type(path) is not str or len(path) > 1024))):
-        return None
-    return ConnectInfo(console_type, host, port, uuid, expires_at, path)
 
 
 # --- check_tokens: many checks in one message ------------------------------------------

@@ -14,9 +14,9 @@ import time
 import gevent
 from gevent import socket as gsocket
 
-from console_common.addresses import ip_family
-from console_common.httphead import NEED_DATA, HeadError, StatusReader
-from console_common.relay import TcpStream
+from console_common.net.addresses import ip_family
+from console_common.proto.httphead import NEED_DATA, HeadError, StatusReader
+from console_common.net.relay import TcpStream
 
 READ = 4096
 

@@ -40,10 +40,10 @@ import gevent.pool
 import structlog
 import zmq
 
-from console_common.bus.errors import DeadlineExceeded, InternalError, RemoteError, Unavailable
-from console_common.bus.protocol import (MAX_MESSAGE, Request, decode_request, encode_error,
+from console_common.proto.bus.errors import DeadlineExceeded, InternalError, RemoteError, Unavailable
+from console_common.proto.bus.protocol import (MAX_MESSAGE, Request, decode_request, encode_error,
                                          encode_result, request_id)
-from console_common.logging import Throttle
+from console_common.net.throttle import Throttle
 
 Handler = Callable[[Any], Any]
 log = structlog.get_logger("bus")

@@ -3,7 +3,7 @@ both ends: ``role="server"`` (novncproxy, after its 101: unmasked frames out, ma
 frames in) and ``role="client"`` (consolectl vnc-bridge, which dials a proxy: every frame
 out masked with a fresh random key, unmasked frames in).
 
-Framing is our sans-I/O core (``console_common.websocket``): ``FrameReader`` streams data
+Framing is our sans-I/O core (``console_common.proto.websocket``): ``FrameReader`` streams data
 payload as it arrives (a read costs its own size, never a message's), caps messages from
 the headers alone and refuses unmasked frames; this module only does the I/O around it.
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import gevent
 import gevent.lock
-from console_common.websocket import (
+from console_common.proto.websocket import (
     NEED_DATA,
     Close,
     CloseCode,

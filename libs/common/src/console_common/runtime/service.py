@@ -87,7 +87,7 @@ def drain(servers: Iterable[Any], pool: gevent.pool.Pool | None, grace: float,
 def boot(service: str, config: Any) -> Any:
     """What every service does first: logging as configured, config notes reported (never
     ignored), the fd limit raised. Returns the service's logger."""
-    from console_common.logging import configure
+    from console_common.runtime.logging import configure
 
     configure(service, config.log_format, config.log_level)
     logger = structlog.get_logger(service)

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 import structlog.tracebacks
 
-from console_common.tokens import token_id
+from console_common.proto.tokens import token_id
 
 # Keys whose values are secrets. A token is replaced by its token_id; the rest are dropped.
 _SECRET_KEYS = frozenset({"token", "password", "passwd", "secret", "credentials", "key_data"})
@@ -122,28 +122,3 @@ def _hook_gevent_hub() -> None:
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
     return structlog.get_logger(name, **initial)
-
-
-class Throttle:
-    """At most one log line per key every ``interval`` seconds; counts what it held back.
-
-        if (held := throttle.allow("store.unavailable")) is not None:
-            log.warning("store.unavailable", error=..., suppressed=held)
-    """
-
-    def __init__(self, interval: float = 10.0, clock: Any = None) -> None:
-        import time
-
-        self.interval = interval
-        self._clock = clock or time.monotonic
-        self._next: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, key: str) -> int | None:
-        """None to stay quiet; else how many lines of this key were held back since."""
-        now = self._clock()
-        if now < self._next.get(key, 0.0):
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._next[key] = now + self.interval
-        return self._held.pop(key, 0)

@@ -42,10 +42,10 @@ from typing import Any
 
 import structlog
 
-from console_common.proxy_metrics import ProxyMetrics
-from console_common.relay import RelayResult, Stream, relay
-from console_common.rfb.observer import RFBObserver
-from console_common.tokens import token_id
+from console_common.sessions.metrics import ProxyMetrics
+from console_common.net.relay import RelayResult, Stream, relay
+from console_common.proto.rfb.observer import RFBObserver
+from console_common.proto.tokens import token_id
 
 log = structlog.get_logger("session")
 

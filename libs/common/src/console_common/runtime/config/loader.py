@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 from marshmallow import Schema, ValidationError
 
 from console_common import __version__
-from console_common.config.options import OPTIONS, Option, default_state_dir
-from console_common.config.sources import RawValue, SourceError, from_env, read_file
+from console_common.runtime.config.options import OPTIONS, Option, default_state_dir
+from console_common.runtime.config.sources import RawValue, SourceError, from_env, read_file
 
 
 class ConfigError(Exception):
