@@ -392,6 +392,7 @@ class Bench:
         self.tokens: Tokens | None = None
         self.measures: set[str] = set(MEASURES)
         self.floor = False  # --floor: also the bare gevent relay (bench/gevent_floor.py)
+        self.workers = 1  # --workers: our proxies' pre-fork worker processes
         self.profile = False  # --profile: py-spy our processes in each measured window
         self.profilers: list[subprocess.Popen] = []
 
@@ -465,7 +466,8 @@ class Bench:
         self.consoleauth_pid = ca.pid
         self.tokens = Tokens(bus, ports)
         tokens = self.tokens
-        common = ["--consoleauth-url", bus, "--log-format", "json"]
+        common = ["--consoleauth-url", bus, "--log-format", "json",
+                  "--workers", str(self.workers)]
         port = free_port()
         proc = self.procs.start("novncproxy", [str(VENV_BIN / "novncproxy"), *common,
                                                "--novncproxy-host", "127.0.0.1",
@@ -1004,6 +1006,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true",
                     help="py-spy our proxies and consoleauth in each measured window "
                          "(bench/results/profiles/; figures are lower while sampling)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="run our proxies with --workers N (pre-fork, SO_REUSEPORT)")
     ap.add_argument("--measures", default=",".join(MEASURES),
                     help=f"comma list of measures to run (default: all of {','.join(MEASURES)})")
     args = ap.parse_args()
@@ -1023,6 +1027,7 @@ def main() -> int:
     bench.measures = set(measures)
     bench.profile = args.profile
     bench.floor = args.floor
+    bench.workers = meta["workers"] = args.workers
     if args.profile:
         shutil.rmtree(profiles.OUT, ignore_errors=True)
     bench.meta = meta

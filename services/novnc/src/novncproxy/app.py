@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -316,7 +317,7 @@ class ConsoleApp:
             return _status(503), headers, json_body(body)
         body = {"ok": True, "consoleauth": {k: pong.get(k) for k in ("service", "version", "store")}
                 if isinstance(pong, dict) else {},
-                "sessions": len(self.sessions)}
+                "sessions": len(self.sessions), "pid": os.getpid()}  # this worker's
         return _status(200), headers, json_body(body)
 
     def _file(self, files: StaticFiles, rel: str, head: Request, page: bool = False

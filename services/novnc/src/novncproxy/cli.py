@@ -7,12 +7,14 @@ from gevent import monkey
 monkey.patch_all()
 
 import sys
+from typing import Any
 
 import gevent.pool
 from console_common import __version__
 from console_common.net.bus import BusClient
 from console_common.runtime.config import BUS_CLIENT, COMMON, parse
 from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
+from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
@@ -23,7 +25,7 @@ from novncproxy.server import ProxyServer, tls_context
 OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only", "cert",
            "key", "web", "console_allowed_origins", "trusted_proxies", "max_sessions",
            "websocket_max_message", "request_head_timeout", "request_head_max",
-           "target_connect_timeout", "graceful_timeout")
+           "target_connect_timeout", "graceful_timeout", "workers")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     if novnc_dir is None:
         log.warning("service.novnc_missing", web=config.web or None,
                     hint="run scripts/install-novnc.sh or pass --web DIR")
+    address = (config.novncproxy_host, config.novncproxy_port)
+    try:
+        listeners = bind_listeners([address], config.workers)
+    except OSError as exc:
+        log.error("service.bind_failed", host=address[0], port=address[1], error=str(exc))
+        print(f"novncproxy: error: cannot listen on {address[0]}:{address[1]}: {exc}",
+              file=sys.stderr)
+        return 1
+
+    def serve(socks: list[Any]) -> int:
+        return _serve(config, log, listen(socks, ProxyServer.backlog)[0], tls, novnc_dir,
+                      fd_limit)
+
+    return run_workers(listeners, serve, "novncproxy", config.graceful_timeout)
+
+
+def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit: int) -> int:
+    """One process's service: its loop, bus connection, sessions and metrics."""
     metrics = ProxyMetrics()
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
     app = ConsoleApp(bus=bus, metrics=metrics,
@@ -55,25 +75,18 @@ def main(argv: list[str] | None = None) -> int:
                      novnc_dir=novnc_dir, max_message=config.websocket_max_message,
                      connect_timeout=config.target_connect_timeout)
     pool = gevent.pool.Pool(config.max_sessions)
-    server = ProxyServer((config.novncproxy_host, config.novncproxy_port), app, pool=pool,
-                         head_max=config.request_head_max,
+    server = ProxyServer(sock, app, pool=pool, head_max=config.request_head_max,
                          head_timeout=config.request_head_timeout,
                          tls=tls, ssl_only=config.ssl_only)
-    try:
-        server.start()
-    except OSError as exc:
-        log.error("service.bind_failed", host=config.novncproxy_host,
-                  port=config.novncproxy_port, error=str(exc))
-        print(f"novncproxy: error: cannot listen on {config.novncproxy_host}:"
-              f"{config.novncproxy_port}: {exc}", file=sys.stderr)
-        return 1
+    server.start()
     host, port = server.address[:2]
     scheme = "https" if tls is not None else "http"
     log.info("service.start", version=__version__, listen=f"{host}:{port}", scheme=scheme,
              ssl_only=config.ssl_only, novnc_dir=str(novnc_dir) if novnc_dir else None,
              consoleauth=list(config.consoleauth_url), max_sessions=config.max_sessions,
-             fd_limit=fd_limit)
+             workers=config.workers, fd_limit=fd_limit)
     shutdown = Shutdown().install()
+    notify_ready()
     shutdown.wait()
     log.info("service.stopping", signal=shutdown.signal, sessions=len(app.sessions))
     server.begin_drain()

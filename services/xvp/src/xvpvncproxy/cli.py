@@ -8,6 +8,7 @@ monkey.patch_all()
 
 import logging
 import sys
+from typing import Any
 
 import gevent.pool
 from console_common import __version__
@@ -15,6 +16,7 @@ from console_common.net.bus import BusClient
 from console_common.runtime.config import BUS_CLIENT, COMMON, parse
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain
+from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.runner import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
@@ -23,7 +25,7 @@ from xvpvncproxy.server import XvpProxy, metrics_app
 
 OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
            "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
-           "request_head_max", "target_connect_timeout", "graceful_timeout")
+           "request_head_max", "target_connect_timeout", "graceful_timeout", "workers")
 BACKLOG = 1024
 
 
@@ -32,6 +34,21 @@ def main(argv: list[str] | None = None) -> int:
                       "preamble with the console token, then raw RFB to the VNC server.",
                       OPTIONS, argv)
     log = boot("xvpvncproxy", config)
+    addresses = [(config.xvpvncproxy_host, config.xvpvncproxy_port)]
+    if config.xvpvncproxy_metrics_port:
+        addresses.append((config.xvpvncproxy_host, config.xvpvncproxy_metrics_port))
+    try:
+        listeners = bind_listeners(addresses, config.workers)
+    except OSError as exc:
+        log.error("service.bind_failed", error=str(exc))
+        print(f"xvpvncproxy: error: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return run_workers(listeners, lambda socks: _serve(config, log, listen(socks, BACKLOG)),
+                       "xvpvncproxy", config.graceful_timeout)
+
+
+def _serve(config: Any, log: Any, socks: list[Any]) -> int:
+    """One process's service: its loop, bus connection, sessions and metrics."""
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
     metrics = ProxyMetrics()
     pool = gevent.pool.Pool(config.max_sessions)
@@ -39,28 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,
                      head_timeout=config.request_head_timeout,
                      connect_timeout=config.target_connect_timeout)
-    listen = (config.xvpvncproxy_host, config.xvpvncproxy_port)
-    servers = [StreamServer(listen, proxy.handle, spawn=pool, backlog=BACKLOG)]
-    if config.xvpvncproxy_metrics_port:
+    servers = [StreamServer(socks[0], proxy.handle, spawn=pool)]
+    if len(socks) > 1:
         # /metrics and /healthz answer even when every session slot is taken.
-        servers.append(WSGIServer((config.xvpvncproxy_host, config.xvpvncproxy_metrics_port),
-                                  metrics_app(metrics, lambda: len(sessions)),
+        servers.append(WSGIServer(socks[1], metrics_app(metrics, lambda: len(sessions)),
                                   spawn=gevent.pool.Pool(16), log=None,
                                   error_log=logging.getLogger("xvpvncproxy.metrics")))
-    try:
-        for server in servers:
-            server.start()
-    except OSError as exc:
-        for server in servers:
-            server.stop()
-        log.error("service.bind_failed", error=str(exc))
-        print(f"xvpvncproxy: error: cannot listen: {exc}", file=sys.stderr)
-        return 1
+    for server in servers:
+        server.start()
     log.info("service.start", version=__version__,
-             listen=f"{listen[0]}:{servers[0].server_port}",
-             metrics_port=config.xvpvncproxy_metrics_port or None,
-             base_url=config.xvpvncproxy_base_url, max_sessions=config.max_sessions)
+             listen=f"{config.xvpvncproxy_host}:{servers[0].server_port}",
+             metrics_port=servers[1].server_port if len(servers) > 1 else None,
+             base_url=config.xvpvncproxy_base_url, max_sessions=config.max_sessions,
+             workers=config.workers)
     shutdown = Shutdown().install()
+    notify_ready()
     shutdown.wait()
     log.info("service.stopping", signal=shutdown.signal, sessions=len(sessions))
     drain(servers, pool, config.graceful_timeout, on_cut=lambda: sessions.cut_all(SHUTDOWN))

@@ -12,6 +12,7 @@ unreachable), 502 (VNC server unreachable). Nothing is logged per chunk.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -163,8 +164,8 @@ def metrics_app(metrics: ProxyMetrics, pool_size: Callable[[], int]) -> WsgiApp:
             body = metrics.render()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
         elif path == "/healthz":
-            body = json.dumps({"ok": True, "service": "xvpvncproxy",
-                               "sessions": pool_size()}).encode()
+            body = json.dumps({"ok": True, "service": "xvpvncproxy", "pid": os.getpid(),
+                               "sessions": pool_size()}).encode()  # this worker's
             start_response("200 OK", [("Content-Type", "application/json")])
         else:
             body = b"not found\n"

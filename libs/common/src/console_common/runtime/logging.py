@@ -33,9 +33,21 @@ def redact_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict
     return event_dict
 
 
+# Fields on every line of this process (a pre-fork worker's ``worker``), set after start-up:
+# read at each call, so loggers cached before still carry them.
+_PROCESS_FIELDS: dict[str, Any] = {}
+
+
+def set_process_fields(**fields: Any) -> None:
+    _PROCESS_FIELDS.update(fields)
+
+
 def _add_service(service: str):
     def processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         event_dict.setdefault("service", service)
+        if _PROCESS_FIELDS:
+            for key, value in _PROCESS_FIELDS.items():
+                event_dict.setdefault(key, value)
         return event_dict
 
     return processor

@@ -6,10 +6,11 @@ Updated once per connection or session, never per frame.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from console_common.sessions.admission import Denial
 
@@ -38,7 +39,7 @@ class ProxyMetrics:
                                              registry=r)
         self.sessions = Counter("console_sessions", "Console sessions admitted.", registry=r)
         self.sessions_open = Gauge("console_sessions_open", "Console sessions relaying now.",
-                                   registry=r)
+                                   registry=r, multiprocess_mode="livesum")
         self.sessions_ended = Counter("console_sessions_ended", "Console sessions ended, by "
                                       "close reason.", ["close_reason"], registry=r)
         self.bytes = Counter("console_bytes", "Bytes relayed, up (client to console) or down, "
@@ -68,4 +69,10 @@ class ProxyMetrics:
         self.bytes.labels(direction="down").inc(session.bytes_down)
 
     def render(self) -> bytes:
+        """This process's metrics; with pre-fork workers (prometheus-client's multiprocess
+        mode, console_common.runtime.workers) the sum over every live worker."""
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return prometheus_client.generate_latest(merged)
         return prometheus_client.generate_latest(self.registry)

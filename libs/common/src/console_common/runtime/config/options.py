@@ -189,6 +189,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
          "Peers whose X-Forwarded-For/-Proto headers are believed (comma list).", metavar="ADDRS"),
     _opt("max_sessions", lambda: _positive_int("expected a whole number >= 1"), 20000,
          "Most concurrent console sessions one proxy process serves.", metavar="N"),
+    _opt("workers", lambda: fields.Integer(validate=validate.Range(
+        1, 256, error="expected a whole number of processes, 1-256")), 1,
+         "Proxy worker processes, each with its own event loop, sharing the ports "
+         "(SO_REUSEPORT): about one per core on a many-core host.", metavar="N"),
     _opt("websocket_max_message", lambda: _positive_int("expected a size in bytes >= 1"), 1 << 20,
          "Largest WebSocket message accepted from a client, in bytes (close 1009 beyond).",
          metavar="BYTES"),
