@@ -172,3 +172,29 @@ def test_sigterm_stops_cleanly(tmp_path) -> None:
                                                                                    False)
         compute.proc.wait_for_log("service.stop")
         wait_until(lambda: not compute.proc.alive())
+
+
+def test_get_vnc_console_all_one_row_per_instance_and_type(tmp_path) -> None:
+    ca, ep = start_consoleauth(tmp_path)
+    with ca:
+        compute = start_compute(tmp_path, ep, "vm-1,vm-2,vm-3")
+        with compute.proc, BusClient([compute.control], timeout=3) as cc:
+            uuids = {i["name"]: i["uuid"] for i in cc.call("list_instances")["instances"]}
+            out = consolectl("get-vnc-console", "--all", "--compute-url", compute.control)
+            assert out.returncode == 0, out.stderr
+            lines = out.stdout.splitlines()
+            assert re.fullmatch(r"\| Name +\| ID +\| Type +\| Url +\|", lines[1])
+            rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:-1]]
+            assert [(r[0], r[1], r[2]) for r in rows] == [
+                (vm, uuids[vm], kind) for vm in ("vm-1", "vm-2", "vm-3")
+                for kind in ("novnc", "xvpvnc")]
+            data = ctl_json("get-vnc-console", "--all", "novnc", "--compute-url", compute.control)
+            assert [(d["name"], d["instance_uuid"], d["console_type"]) for d in data] == [
+                (vm, uuids[vm], "novnc") for vm in ("vm-1", "vm-2", "vm-3")]
+            for row in data:  # each URL carries a token consoleauth knows
+                info = ctl_json("--consoleauth-url", ep, "check", row["token"])
+                assert info["instance_uuid"] == row["instance_uuid"]
+                assert row["access_url"].startswith(NOVNC_BASE)
+            both = consolectl("get-vnc-console", "--all", "vm-1", "novnc",
+                              "--compute-url", compute.control)
+            assert both.returncode == 2 and "--all takes no SERVER" in both.stderr
