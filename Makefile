@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := scripts/uv.sh
 PYTEST_ARGS ?=
 
-.PHONY: help setup system novnc run test test-unit lint bench bench-quick compose-up compose-down netns-up netns-down clean
+.PHONY: help setup system novnc run test test-unit lint screenshots bench bench-quick compose-up compose-down netns-up netns-down clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ test-unit: setup ## Only the unit tests (no processes, no browser)
 lint: setup ## ruff and the import contracts
 	$(UV) run ruff check libs services tests bench
 	$(UV) run lint-imports
+
+screenshots: system setup ## Regenerate the README's pictures (docs/screenshots/) with the browser tests
+	CONSOLE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(UV) run pytest -q tests/e2e/test_novnc_compute_consoles.py -k builtin
 
 bench: system setup ## Full benchmark vs websockify and socat (about 6 minutes)
 	$(UV) run python bench/run.py

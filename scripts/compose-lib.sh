@@ -12,6 +12,9 @@ export EDGE_IMAGE=${EDGE_IMAGE:-$BASE_IMAGE}
 export REDIS_IMAGE=${REDIS_IMAGE:-$BASE_IMAGE}
 export EDGE_NOVNC_PORT=${EDGE_NOVNC_PORT:-6080} EDGE_XVP_PORT=${EDGE_XVP_PORT:-6081}
 export COMPOSE_PROGRESS=${COMPOSE_PROGRESS:-plain}
+# No registry here: the image is built from a wheelhouse staged on the host (docker/build/),
+# with no network (docker/Dockerfile's `staged` way; `source` is the default elsewhere).
+export WHEELS=${WHEELS:-staged} BUILD_NETWORK=${BUILD_NETWORK:-none}
 
 log() { printf '%s compose: %s\n' "$(date +%T)" "$*" >&2; }
 compose() { docker compose -p "$PROJECT" -f "$ROOT/compose.yaml" "$@"; }

@@ -142,10 +142,8 @@ step "up"
 compose ps >&2
 echo
 echo "Console URLs (valid 10 minutes; more with the command below):"
-for kind in novnc xvpvnc; do
-    compose exec -T fake-compute consolectl get-vnc-console vm-1 "$kind" \
-        --compute-url tcp://127.0.0.1:6095 --consoleauth-url tcp://consoleauth:6085
-done
+compose exec -T fake-compute consolectl get-vnc-console --all \
+    --compute-url tcp://127.0.0.1:6095 --consoleauth-url tcp://consoleauth:6085
 cat <<EOT
 
 Use this cluster's docker from a shell:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
+import tomllib
 import urllib.request
+from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
 from tests.compose.conftest import Cluster
+from tests.support import REPO
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(600)]
 RFB_GREETING = b"RFB 003.008\n"
@@ -104,3 +108,40 @@ def test_session_logs_are_json(cluster: Cluster) -> None:
     end = next(r for r in records if r["event"] == "session.end")
     assert {"session_id", "token_id", "instance_uuid", "bytes_down"} <= end.keys()
     assert token not in out
+
+
+def test_the_image_builds_itself_from_the_source_tree(cluster: Cluster) -> None:
+    """What `docker compose up --build` does on a normal Docker host (WHEELS=source, the
+    default): uv builds our wheels in the image, pip fetches the locked dependencies, the
+    pinned noVNC comes from npm. Here containers reach no registry by themselves, so the
+    build runs on the host network with the host's extra CA certificates (this machine's
+    egress proxy); the base image is the local one (no Docker Hub)."""
+    extra_ca = "".join(p.read_text() for p in sorted(
+        Path("/usr/local/share/ca-certificates").glob("*.crt")))
+    env = {**cluster.env, "WHEELS": "source", "BUILD_NETWORK": "host", "EXTRA_CA": extra_ca,
+           "SUITE_IMAGE": "consoleproxy/suite:source",
+           "BASE_IMAGE": cluster.env.get("BASE_IMAGE", "local/console-base:latest")}
+    cmd = ["docker", "compose", "-p", "srcbuild", "-f", str(REPO / "compose.yaml"),
+           "build", "consoleauth"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    try:
+        out = cluster.docker("run", "--rm", "consoleproxy/suite:source", "sh", "-c",
+                             "novncproxy --version && xvpvncproxy --version && consolectl "
+                             "--version && test -f /opt/novnc/core/rfb.js && id -u && "
+                             "python3 -m pip list --format=freeze", timeout=60)
+        lines = out.splitlines()
+        assert lines[:3] == ["novncproxy 0.1.0", "xvpvncproxy 0.1.0", "consolectl 0.1.0"]
+        assert lines[3] == "10001"  # not root
+        def norm(name: str) -> str:
+            return name.lower().replace("_", "-")
+
+        installed = {norm(n): v for n, v in (line.split("==") for line in lines[4:]
+                                            if "==" in line)}
+        lock = tomllib.loads((REPO / "uv.lock").read_text())
+        locked = {norm(p["name"]): p["version"] for p in lock["package"]}
+        for name in ("gevent", "pyzmq", "marshmallow", "structlog", "prometheus-client"):
+            assert installed[name] == locked[name], (name, installed[name], locked[name])
+    finally:
+        cluster.docker("image", "rm", "-f", "consoleproxy/suite:source")

@@ -96,7 +96,15 @@ def wait_pixels(browser: Browser, check, timeout: float = 20.0) -> bytes:
         time.sleep(0.25)
 
 
-def test_builtin_console_and_typing(browser: Browser, consoles: dict) -> None:
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where the pictures go: the README's (``make screenshots`` sets CONSOLE_SCREENSHOTS
+    to docs/screenshots), else the test's own directory."""
+    out = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_builtin_console_and_typing(browser: Browser, consoles: dict, tmp_path: Path) -> None:
     open_console(browser, consoles, "vm-1")
     pattern = TestPattern("vm-1")
     x, y, _, h = pattern.name_band
@@ -114,6 +122,8 @@ def test_builtin_console_and_typing(browser: Browser, consoles: dict) -> None:
     # 480, between the uptime line and the pointer line)
     band = slice(640 * 4 * 322, 640 * 4 * 362)
     wait_pixels(browser, lambda w, hh, d: d[band] != before[band])
+    shot = browser.screenshot(screenshot_dir(tmp_path) / "console-vm-1.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_xvnc_console_shows_the_xterm(browser: Browser, consoles: dict) -> None:
