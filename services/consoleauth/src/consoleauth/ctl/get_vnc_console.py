@@ -30,7 +30,7 @@ CONSOLE_TYPES = ("novnc", "xvpvnc")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("server", metavar="SERVER", nargs="?",
                         help="Instance name or UUID (not with --all).")
-    parser.add_argument("console_type", metavar="TYPE", nargs="?",
+    parser.add_argument("console_type", metavar="TYPE", nargs="?", choices=CONSOLE_TYPES,
                         help="novnc (browser) or xvpvnc (desktop client); with --all, "
                              "both when left out.")
     parser.add_argument("--all", action="store_true",

@@ -73,7 +73,7 @@ def _encode_record(record: TokenRecord) -> str:
 
 
 def _decode_record(raw: bytes) -> TokenRecord:
-    value = json.loads(raw)
+    value = json.loads(raw.decode("utf-8"))  # ours: UTF-8, no encoding sniffing
     return TokenRecord(*value) if type(value) is list else TokenRecord(**value)
 
 

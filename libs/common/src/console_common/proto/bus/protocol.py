@@ -67,7 +67,8 @@ def _load_json(data: bytes, what: str) -> dict[str, Any]:
     if len(data) > MAX_MESSAGE:
         raise BadRequest(f"{what} of {len(data)} bytes exceeds {MAX_MESSAGE}")
     try:
-        obj = json.loads(data)
+        # UTF-8 by contract: decoded here, json.loads skips sniffing for UTF-16/32
+        obj = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what} is not JSON: {exc}") from exc
     if not isinstance(obj, dict):
