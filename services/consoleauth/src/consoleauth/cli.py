@@ -16,11 +16,13 @@ from console_common.net.bus import BusServer
 from console_common.runtime.config import COMMON, parse
 from console_common.runtime.service import Shutdown, boot
 
+from consoleauth.control import open_control
+from consoleauth.control.publisher import Publisher
 from consoleauth.methods import handlers
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable, open_store
 
-OPTIONS = (*COMMON, "consoleauth_listen", "console_token_ttl", "token_store", "state_dir",
+OPTIONS = (*COMMON, "consoleauth_listen", "consoleauth_events_listen", "console_token_ttl", "token_store", "state_dir",
            "redis_url", "redis_timeout", "consoleauth_timeout", "graceful_timeout")
 PURGE_EVERY = 30.0
 
@@ -36,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("service.store_failed", error=str(exc))
         print(f"consoleauth: error: {exc}", file=sys.stderr)
         return 1
+    control_log, sessions = open_control(store)
     state = State(store=store, ttl=config.console_token_ttl,
-                  compute_timeout=config.consoleauth_timeout)
+                  compute_timeout=config.consoleauth_timeout, log=control_log,
+                  sessions=sessions)
     # Token checks never wait (store.lookup answers now or hands back a result to wait
     # on): they are served in the receive loop, without a greenlet each. ping counts
     # tokens, which waits on a store whose reads wait.
@@ -50,13 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         log.error("service.bind_failed", endpoint=config.consoleauth_listen, error=str(exc))
         print(f"consoleauth: error: cannot bind {config.consoleauth_listen}: {exc}", file=sys.stderr)
         return 1
-    log.info("service.start", version=__version__, listen=bound, store=store.name,
-             ttl_s=config.console_token_ttl)
+    publisher = Publisher(config.consoleauth_events_listen, control_log)
+    try:
+        events = publisher.start()
+    except zmq.ZMQError as exc:
+        server.stop(grace=0)
+        log.error("service.bind_failed", endpoint=config.consoleauth_events_listen,
+                  error=str(exc))
+        print(f"consoleauth: error: cannot bind {config.consoleauth_events_listen}: {exc}",
+              file=sys.stderr)
+        return 1
+    state.publisher = publisher
+    log.info("service.start", version=__version__, listen=bound, events=events,
+             store=store.name, ttl_s=config.console_token_ttl)
     purger = gevent.spawn(_purge_loop, state, log)
     shutdown = Shutdown().install()
     shutdown.wait()
     log.info("service.stopping", signal=shutdown.signal)
     purger.kill()
+    publisher.stop()
     server.stop(grace=min(config.graceful_timeout, 5.0))
     state.close()
     log.info("service.stop", counters=dict(server.counters))

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from console_common.net.bus import BusClient
 from consoleauth.stores import TokenStore
@@ -18,6 +19,9 @@ class State:
     compute_timeout: float
     clock: Callable[[], float] = time.time
     counters: Counter[str] = field(default_factory=Counter)
+    log: Any = None        # the control log (consoleauth.control)
+    sessions: Any = None   # the session book
+    publisher: Any = None  # the events socket (None: events are logged, not published)
     _computes: dict[str, BusClient] = field(default_factory=dict)
 
     def compute(self, url: str) -> BusClient:
@@ -27,6 +31,14 @@ class State:
         if client is None:
             client = self._computes[url] = BusClient([url], self.compute_timeout, attempts=1)
         return client
+
+    def emit(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Log a control event (revocation, disconnect) and publish it; the numbered event.
+        StoreUnavailable when the log cannot be written."""
+        epoch, numbered = self.log.append({**event, "at": self.clock()})
+        if self.publisher is not None:
+            self.publisher.publish(epoch, numbered)
+        return numbered
 
     def close(self) -> None:
         for client in self._computes.values():

@@ -33,9 +33,11 @@ from console_common.proto.httphead import Request
 from console_common.sessions.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.net.relay import Stream, TcpStream
-from console_common.sessions.runner import REVOKED, SHUTDOWN, Session, SessionRegistry
+from console_common.sessions.runner import (DISCONNECTED, REVOKED, SHUTDOWN, Session,
+                                             SessionRegistry)
 from console_common.net.target import TargetUnreachable, connect_target
 from console_common.sessions.admission import Denial, Denied, check_console_token
+from console_common.sessions.control import Control
 from console_common.net.wsstream import WsStream
 from console_common.proto.websocket import Accept, Refusal, server_handshake
 
@@ -77,7 +79,8 @@ CONTENT_TYPES = {
 MAX_STATIC_FILE = 8 << 20
 STATIC_CACHE_BYTES = 32 << 20
 
-CUT_CLOSES = {SHUTDOWN: (1001, "server shutting down"), REVOKED: (1008, "console revoked")}
+CUT_CLOSES = {SHUTDOWN: (1001, "server shutting down"), REVOKED: (1008, "console revoked"),
+              DISCONNECTED: (1008, "console disconnected by operator")}
 
 
 
@@ -107,6 +110,7 @@ class Admitted:
     info: ConnectInfo
     client: str  # an address: the peer's, or the one a trusted proxy forwarded
     client_port: int | None = None  # the peer's port, when the client is the peer
+    mark: tuple[str | None, int] = (None, 0)  # the control log before the check (control.py)
 
 
 @dataclass(slots=True)
@@ -174,6 +178,7 @@ class ConsoleApp:
         self.metrics = metrics
         self.policy = policy
         self.sessions = SessionRegistry(metrics)
+        self.control: Control | None = None  # live control, set by the service (cli)
         self.max_message = max_message
         self.connect_timeout = connect_timeout
         cache: dict[Path, tuple[bytes, str]] = {}
@@ -208,11 +213,13 @@ class ConsoleApp:
         if not admission.token_is_plausible(token):
             self.metrics.token_checked("invalid")
             return self._refuse(403, INVALID_TOKEN, "invalid or expired console token")
+        mark = self.control.mark() if self.control is not None else (None, 0)
         checked = self.check_token(token)
         if isinstance(checked, Refused):
             return checked
         client = admission.client_address(peer, head.header("x-forwarded-for"), self.policy)
-        return Admitted(accept, token, checked, client, peer_port if client == peer else None)
+        return Admitted(accept, token, checked, client, peer_port if client == peer else None,
+                        mark)
 
     def check_token(self, token: str) -> ConnectInfo | Refused:
         checked = check_console_token(self.bus, token, "novnc", self.metrics)
@@ -240,7 +247,7 @@ class ConsoleApp:
         session = Session(client=admitted.client, client_port=admitted.client_port,
                           token=admitted.token,
                           instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
-                          kind="novnc")
+                          kind="novnc", mark=admitted.mark)
         with session.bound():
             try:
                 target = connect_target(info.host, info.port, self.connect_timeout,

@@ -15,6 +15,7 @@ from console_common.net.bus import BusClient
 from console_common.runtime.config import BUS_CLIENT, COMMON, parse
 from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
+from console_common.sessions.control import Control
 from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
@@ -25,7 +26,8 @@ from novncproxy.server import ProxyServer, tls_context
 OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only", "cert",
            "key", "web", "console_allowed_origins", "trusted_proxies", "max_sessions",
            "websocket_max_message", "request_head_timeout", "request_head_max",
-           "target_connect_timeout", "graceful_timeout", "workers")
+           "target_connect_timeout", "graceful_timeout", "workers",
+           "consoleauth_events_url")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +87,9 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
              ssl_only=config.ssl_only, novnc_dir=str(novnc_dir) if novnc_dir else None,
              consoleauth=list(config.consoleauth_url), max_sessions=config.max_sessions,
              workers=config.workers, fd_limit=fd_limit)
+    control = Control(app.sessions, bus, config.consoleauth_events_url, "novncproxy")
+    control.start()
+    app.control = control
     shutdown = Shutdown().install()
     notify_ready()
     shutdown.wait()
@@ -92,6 +97,7 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
     server.begin_drain()
     drain([server], pool, config.graceful_timeout,
           on_cut=lambda: app.sessions.cut_all(SHUTDOWN))
+    control.stop()
     bus.close()
     log.info("service.stop")
     return 0

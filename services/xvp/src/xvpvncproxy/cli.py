@@ -17,6 +17,7 @@ from console_common.runtime.config import BUS_CLIENT, COMMON, parse
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
+from console_common.sessions.control import Control
 from console_common.sessions.runner import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
@@ -25,7 +26,8 @@ from xvpvncproxy.server import XvpProxy, metrics_app
 
 OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
            "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
-           "request_head_max", "target_connect_timeout", "graceful_timeout", "workers")
+           "request_head_max", "target_connect_timeout", "graceful_timeout", "workers",
+           "consoleauth_events_url")
 BACKLOG = 1024
 
 
@@ -69,11 +71,15 @@ def _serve(config: Any, log: Any, socks: list[Any]) -> int:
              metrics_port=servers[1].server_port if len(servers) > 1 else None,
              base_url=config.xvpvncproxy_base_url, max_sessions=config.max_sessions,
              workers=config.workers)
+    control = Control(sessions, bus, config.consoleauth_events_url, "xvpvncproxy")
+    control.start()
+    proxy.control = control
     shutdown = Shutdown().install()
     notify_ready()
     shutdown.wait()
     log.info("service.stopping", signal=shutdown.signal, sessions=len(sessions))
     drain(servers, pool, config.graceful_timeout, on_cut=lambda: sessions.cut_all(SHUTDOWN))
+    control.stop()
     bus.close()
     log.info("service.stop")
     return EXIT_OK

@@ -21,6 +21,7 @@ import gevent
 import structlog
 from console_common.net.bus import BusClient
 from console_common.sessions.admission import Denial, Denied, check_console_token
+from console_common.sessions.control import Control
 from console_common.proto.bus.messages import ConnectInfo
 from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
 from console_common.sessions.metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
@@ -99,6 +100,7 @@ class XvpProxy:
         self._bus, self._metrics, self.sessions = bus, metrics, sessions
         self._head_max, self._head_timeout = head_max, head_timeout
         self._connect_timeout = connect_timeout
+        self.control: Control | None = None  # live control, set by the service (cli)
 
     def handle(self, sock: socket.socket, address: tuple) -> None:
         client, client_port = address[0], address[1]
@@ -106,6 +108,7 @@ class XvpProxy:
         self._metrics.connections.inc()
         try:
             request, early = read_preamble(sock, self._head_max, self._head_timeout)
+            mark = self.control.mark() if self.control is not None else (None, 0)
             token, info = admit(self._bus, request, self._metrics)
         except Refused as exc:
             self._metrics.refused(REASON_OF_STATUS.get(exc.status, "bad_request"))
@@ -118,7 +121,7 @@ class XvpProxy:
         self._metrics.sessions.inc()
         session = Session(client=client, client_port=client_port, token=token,
                           instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
-                          kind=CONSOLE_TYPE)
+                          kind=CONSOLE_TYPE, mark=mark)
         with session.bound():
             self._run(session, stream, info, early)
 

@@ -45,23 +45,28 @@ import structlog
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.net.relay import RelayResult, Stream, relay
 from console_common.proto.rfb.observer import RFBObserver
-from console_common.proto.tokens import token_id
+from console_common.proto.tokens import token_hash, token_id
 
 log = structlog.get_logger("session")
 
 # A session cut from outside: the reason is also what the client is told, in the proxy's words.
-SHUTDOWN, REVOKED = "shutdown", "revoked"
+SHUTDOWN, REVOKED, DISCONNECTED = "shutdown", "revoked", "disconnected"
 
 
 class Session:
     def __init__(self, *, client: str, token: str, instance_uuid: str, target: str,
                  kind: str = "console", observe_rfb: bool = True,
                  clock: Callable[[], float] = time.monotonic,
-                 client_port: int | None = None) -> None:
+                 client_port: int | None = None,
+                 mark: tuple[str | None, int] = (None, 0)) -> None:
         self.session_id = os.urandom(8).hex()
         self.kind = kind
         self.token_id = token_id(token)
+        self.token_hash = token_hash(token)  # what a revocation of one token names
         self.instance_uuid = instance_uuid
+        self.client = client
+        self.mark = mark  # the control log applied when it was admitted (sessions.control)
+        self.started_at = time.time()
         self.context: dict[str, Any] = {
             "session_id": self.session_id,
             "token_id": self.token_id,
@@ -131,6 +136,13 @@ class Session:
             log.info("session.end", **fields)
         return result
 
+    def row(self) -> dict[str, Any]:
+        """What consoleauth's session list shows of it."""
+        return {"session_id": self.session_id, "kind": self.kind,
+                "instance_uuid": self.instance_uuid, "client": self.client,
+                "started": self.started_at, "bytes_up": self.bytes_up,
+                "bytes_down": self.bytes_down}
+
     def cut(self, reason: str) -> None:
         """End the session from outside (shutdown, revocation); the proxy's ``on_cut``
         tells the client why and makes the relay end."""
@@ -172,6 +184,9 @@ class SessionRegistry:
     def __init__(self, metrics: ProxyMetrics | None = None) -> None:
         self._sessions: dict[str, Session] = {}
         self.metrics = metrics
+        # hooks of live control (sessions.control): run as a session joins or leaves
+        self.on_add: list[Callable[[Session], None]] = []
+        self.on_remove: list[Callable[[Session], None]] = []
 
     def run(self, session: Session, client: Stream, target: Stream, **run: Any) -> None:
         """Relay until either side ends or the session is cut (``session.on_cut`` set by
@@ -194,9 +209,13 @@ class SessionRegistry:
 
     def add(self, session: Session) -> None:
         self._sessions[session.session_id] = session
+        for hook in self.on_add:
+            hook(session)
 
     def remove(self, session: Session) -> None:
-        self._sessions.pop(session.session_id, None)
+        if self._sessions.pop(session.session_id, None) is not None:
+            for hook in self.on_remove:
+                hook(session)
 
     def __len__(self) -> int:
         return len(self._sessions)

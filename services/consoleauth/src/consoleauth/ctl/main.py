@@ -26,10 +26,12 @@ from console_common.runtime.config import (
 from console_common.runtime.logging import configure
 from console_common.runtime.service import EXIT_USAGE
 
-from consoleauth.ctl import authorize, check, get_vnc_console, revoke, status
+from consoleauth.ctl import (authorize, check, disconnect, get_vnc_console, revoke, sessions,
+                             status)
 from consoleauth.ctl.common import OPTIONS, PROG, CtlError
 
-COMMANDS: tuple[ModuleType, ...] = (get_vnc_console, authorize, check, revoke, status)
+COMMANDS: tuple[ModuleType, ...] = (get_vnc_console, authorize, check, revoke, sessions,
+                                    disconnect, status)
 BRIDGE = "vnc-bridge"
 BRIDGE_MODULE = "consoleauth.ctl.vnc_bridge"
 DESCRIPTION = "Console proxy suite CLI: console URLs, tokens and service status."

@@ -10,7 +10,12 @@ from consoleauth.methods import (
     check_token,
     check_tokens,
     delete_tokens_for_instance,
+    disconnect,
+    events_since,
+    list_sessions,
     ping,
+    report_sessions,
+    revoke_token,
 )
 from consoleauth.state import State
 
@@ -22,4 +27,9 @@ def handlers(state: State) -> dict[str, Callable[[Any], Any]]:
         "check_tokens": lambda args: check_tokens.handle(state, args),
         "delete_tokens_for_instance": lambda args: delete_tokens_for_instance.handle(state, args),
         "ping": lambda args: ping.handle(state, args),
+        "revoke_token": lambda args: revoke_token.handle(state, args),
+        "events_since": lambda args: events_since.handle(state, args),
+        "disconnect": lambda args: disconnect.handle(state, args),
+        "report_sessions": lambda args: report_sessions.handle(state, args),
+        "list_sessions": lambda args: list_sessions.handle(state, args),
     }

@@ -99,8 +99,11 @@ class RedisStore:
 
     # -- the store interface ----------------------------------------------------------------
 
-    def _command(self, *command: object) -> Any:
+    def command(self, *command: object) -> Any:
+        """One Redis command on the store's link, waited for (bounded); StoreUnavailable."""
         return self._wait(Op(command=command))
+
+    _command = command
 
     def add(self, token_hash: str, record: TokenRecord) -> None:
         ttl_ms = max(1, math.ceil((record.expires_at - time.time()) * 1000))

@@ -328,6 +328,105 @@ class PingResultSchema(_Strict):
     host = _Str(255, load_default=None, allow_none=True)
 
 
+# --- live control: the control log, sessions across proxies ----------------------------
+# The control log: revocations and operator disconnects, numbered (seq) within an epoch
+# (one per log: a memory or sqlite consoleauth process, or a Redis store). consoleauth
+# publishes each event on its events socket, and a heartbeat with the log's head; a proxy
+# that sees a gap (or a new epoch) asks events_since and applies what it missed.
+EVENT_KINDS = ("revoke", "disconnect")
+EVENTS_PAGE = 200
+SESSIONS_PAGE = 200
+_SessionId = lambda **kw: _Str(32, min=1, **kw)  # noqa: E731
+
+
+class EventSchema(_Strict):
+    seq = _Int(required=True, validate=validate.Range(min=1))
+    kind = fields.String(required=True, validate=validate.OneOf(EVENT_KINDS))
+    at = fields.Float(required=True)
+    instance_uuid = _Str(64, load_default=None, allow_none=True)
+    token_hash = _Str(64, load_default=None, allow_none=True)
+    session_ids = fields.List(_SessionId(), load_default=None, allow_none=True,
+                              validate=validate.Length(max=SESSIONS_PAGE))
+    client = _Str(64, load_default=None, allow_none=True)
+
+
+class EventsSinceArgsSchema(_Strict):
+    # No epoch: only the head is wanted (a proxy starting has nothing to catch up on).
+    epoch = _Str(32, load_default=None, allow_none=True)
+    seq = _Int(load_default=0, validate=validate.Range(min=0))
+
+
+class EventsResultSchema(_Strict):
+    epoch = _Str(32, required=True)
+    seq = _Int(required=True, validate=validate.Range(min=0))  # the log's head
+    events = fields.List(fields.Nested(EventSchema), required=True,
+                         validate=validate.Length(max=EVENTS_PAGE))
+    more = _Bool(load_default=False)
+    truncated = _Bool(load_default=False)  # events after ``seq`` asked for are gone
+
+
+class RevokeTokenArgsSchema(_Strict):
+    token = _Token(required=True)
+
+
+class DisconnectArgsSchema(_Strict):
+    session_ids = fields.List(_SessionId(), load_default=None, allow_none=True,
+                              validate=validate.Length(min=1, max=SESSIONS_PAGE))
+    instance_uuid = _Str(64, min=1, load_default=None, allow_none=True)
+    client = _Str(64, min=1, load_default=None, allow_none=True)
+
+    @validates_schema
+    def _something(self, data: dict[str, Any], **kw: Any) -> None:
+        if not any(data.get(k) for k in ("session_ids", "instance_uuid", "client")):
+            raise ValidationError("name session_ids, instance_uuid or client")
+
+
+class MatchedSchema(_Strict):
+    matched = _Int(required=True, validate=validate.Range(min=0))
+
+
+class ProxySchema(_Strict):
+    service = _Str(64, min=1, required=True)
+    host = _Str(255, min=1, required=True)
+    pid = _Int(required=True, validate=validate.Range(min=1))
+    id = _Str(32, min=1, required=True)  # one per proxy process start
+
+
+class SessionSchema(_Strict):
+    session_id = _SessionId(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(CONSOLE_TYPES))
+    instance_uuid = _Str(64, required=True)
+    client = _Str(64, required=True)
+    started = fields.Float(required=True)
+    bytes_up = _Int(required=True, validate=validate.Range(min=0))
+    bytes_down = _Int(required=True, validate=validate.Range(min=0))
+
+
+class ReportSessionsArgsSchema(_Strict):
+    proxy = fields.Nested(ProxySchema, required=True)
+    open = fields.List(fields.Nested(SessionSchema), load_default=list,
+                       validate=validate.Length(max=SESSIONS_PAGE))
+    ended = fields.List(_SessionId(), load_default=list,
+                        validate=validate.Length(max=SESSIONS_PAGE))
+
+
+class ListSessionsArgsSchema(_Strict):
+    instance_uuid = _Str(64, min=1, load_default=None, allow_none=True)
+    client = _Str(64, min=1, load_default=None, allow_none=True)
+    after = _SessionId(load_default=None, allow_none=True)  # the page after this session id
+
+
+class SessionRowSchema(SessionSchema):
+    proxy = fields.Nested(ProxySchema, required=True)
+    duration_s = fields.Float(required=True)
+
+
+class SessionListSchema(_Strict):
+    sessions = fields.List(fields.Nested(SessionRowSchema), required=True,
+                           validate=validate.Length(max=SESSIONS_PAGE))
+    more = _Bool(load_default=False)
+
+
 # --- fake compute host control endpoint ---------------------------------------------
 class ValidatePortArgsSchema(_Strict):
     instance_uuid = _Str(64, required=True)
@@ -378,6 +477,11 @@ METHODS: dict[str, tuple[Schema, Schema]] = {
     "check_token": (CheckTokenArgsSchema(), ConnectInfoSchema()),
     "check_tokens": (CheckTokensArgsSchema(), CheckTokensResultSchema()),
     "delete_tokens_for_instance": (InstanceArgsSchema(), DeletedSchema()),
+    "revoke_token": (RevokeTokenArgsSchema(), DeletedSchema()),
+    "events_since": (EventsSinceArgsSchema(), EventsResultSchema()),
+    "disconnect": (DisconnectArgsSchema(), MatchedSchema()),
+    "report_sessions": (ReportSessionsArgsSchema(), EmptySchema()),
+    "list_sessions": (ListSessionsArgsSchema(), SessionListSchema()),
     "ping": (EmptySchema(), PingResultSchema()),
     "validate_console_port": (ValidatePortArgsSchema(), ValidResultSchema()),
     "get_vnc_console": (GetConsoleArgsSchema(), ConsoleSchema()),

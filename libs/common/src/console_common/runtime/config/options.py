@@ -167,6 +167,12 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
          metavar="URLS"),
     _opt("consoleauth_listen", Endpoint, "tcp://0.0.0.0:6085", "Bus endpoint consoleauth binds.",
          metavar="URL"),
+    _opt("consoleauth_events_listen", Endpoint, "tcp://0.0.0.0:6086",
+         "Events endpoint (ZeroMQ PUB) consoleauth binds: revocations and disconnects.",
+         metavar="URL"),
+    _opt("consoleauth_events_url", lambda: CommaList(zmq_endpoint, "expected ZeroMQ endpoints"),
+         ("tcp://127.0.0.1:6086",), "consoleauth events endpoint(s) a proxy subscribes to "
+         "(comma list; host names resolved to every address).", metavar="URLS"),
     _opt("consoleauth_timeout", _positive_float, 2.0,
          "Deadline for one bus call, retries included, in seconds.", metavar="SECONDS"),
     _opt("token_store", lambda: fields.String(validate=validate.OneOf(
