@@ -145,3 +145,35 @@ def test_the_image_builds_itself_from_the_source_tree(cluster: Cluster) -> None:
             assert installed[name] == locked[name], (name, installed[name], locked[name])
     finally:
         cluster.docker("image", "rm", "-f", "consoleproxy/suite:source")
+
+
+def test_revocation_and_sessions_across_replicas(cluster: Cluster) -> None:
+    """Live control in the cluster: the session is listed (whichever consoleauth replica
+    answers), and a revocation handled by any replica closes it (1008) within a second,
+    through the edge, whichever novncproxy replica holds it."""
+    from websockets.exceptions import ConnectionClosed
+
+    console = cluster.get_console("novnc", "vm-2")
+    url = f"ws://127.0.0.1:{cluster.novnc_port}/websockify?token={console['token']}"
+    ctl = ("exec", "-T", "fake-compute", "consolectl", "--consoleauth-url",
+           "tcp://consoleauth:6085")
+    with connect(url, open_timeout=10, close_timeout=2) as ws:
+        assert ws.recv(timeout=10) == RFB_GREETING
+        deadline = time.monotonic() + 10
+        while True:
+            rows = json.loads(cluster.compose(*ctl, "sessions", "--json", "--instance",
+                                              console["instance_uuid"]))
+            if rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert [r["kind"] for r in rows] == ["novnc"] and rows[0]["proxy"]["service"] == \
+            "novncproxy"
+        started = time.monotonic()
+        cluster.compose(*ctl, "revoke", console["instance_uuid"])
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+        elapsed = time.monotonic() - started
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "console revoked")
+    assert elapsed < 3.0, f"revocation took {elapsed:.2f}s (docker exec included)"
