@@ -7,6 +7,8 @@ from gevent import monkey
 monkey.patch_all()
 
 import sys
+from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 import structlog
@@ -16,14 +18,28 @@ from console_common.net.bus import BusServer
 from console_common.runtime.config import COMMON, parse
 from console_common.runtime.service import Shutdown, boot
 
+from console_common.runtime.keys import curve_client, curve_server
 from consoleauth.control import open_control
 from consoleauth.control.publisher import Publisher
 from consoleauth.methods import handlers
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable, open_store
 
-OPTIONS = (*COMMON, "consoleauth_listen", "consoleauth_events_listen", "console_token_ttl", "token_store", "state_dir",
-           "redis_url", "redis_timeout", "consoleauth_timeout", "graceful_timeout")
+OPTIONS = (*COMMON, "consoleauth_listen", "consoleauth_events_listen", "console_token_ttl",
+           "token_store", "state_dir", "redis_url", "redis_timeout", "consoleauth_timeout",
+           "graceful_timeout", "bus_secret_key_file", "bus_authorized_keys_dir",
+           "compute_server_key_file")
+# What each CURVE role may call here ("admin": everything).
+ROLES = {
+    "proxy": frozenset({"check_token", "check_tokens", "ping", "events_since",
+                        "report_sessions"}),
+    "compute": frozenset({"authorize_console", "delete_tokens_for_instance", "revoke_token",
+                          "ping"}),
+    "server": frozenset({"ping"}),
+}
+# Who may connect to which socket: the bus, and the events socket (proxies and admins).
+ZAP_DOMAINS = {"bus": frozenset({"proxy", "compute", "admin", "server"}),
+               "events": frozenset({"proxy", "admin"})}
 PURGE_EVERY = 30.0
 
 
@@ -31,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     config, _ = parse("consoleauth", "Console token service (nova-consoleauth) on the ZeroMQ bus.",
                       OPTIONS, argv)
     log = boot("consoleauth", config)
+    curve = curve_server(config, "consoleauth")
+    compute_curve = curve_client(config, "consoleauth", server_key="compute_server_key_file") \
+        if config.compute_server_key_file else None
     try:
         store = open_store(config.token_store, config.state_dir, config.redis_url,
                            config.redis_timeout)
@@ -41,20 +60,27 @@ def main(argv: list[str] | None = None) -> int:
     control_log, sessions = open_control(store)
     state = State(store=store, ttl=config.console_token_ttl,
                   compute_timeout=config.consoleauth_timeout, log=control_log,
-                  sessions=sessions)
+                  sessions=sessions, compute_curve=compute_curve)
     # Token checks never wait (store.lookup answers now or hands back a result to wait
     # on): they are served in the receive loop, without a greenlet each. ping counts
     # tokens, which waits on a store whose reads wait.
     inline = frozenset({"check_token", "check_tokens"} | (set() if store.reads_wait
                                                           else {"ping"}))
-    server = BusServer(config.consoleauth_listen, handlers(state), inline=inline)
+    context = zmq.Context()  # one for the bus, the events socket and their ZAP handler
+    if curve is not None:
+        curve.start_zap(context, ZAP_DOMAINS)
+    else:
+        _warn_if_open(log, config.consoleauth_listen, config.consoleauth_events_listen)
+    server = BusServer(config.consoleauth_listen, handlers(state), inline=inline,
+                       context=context, curve=curve, roles=ROLES)
     try:
         bound = server.start()
     except zmq.ZMQError as exc:
         log.error("service.bind_failed", endpoint=config.consoleauth_listen, error=str(exc))
         print(f"consoleauth: error: cannot bind {config.consoleauth_listen}: {exc}", file=sys.stderr)
         return 1
-    publisher = Publisher(config.consoleauth_events_listen, control_log)
+    publisher = Publisher(config.consoleauth_events_listen, control_log, context=context,
+                          curve=curve)
     try:
         events = publisher.start()
     except zmq.ZMQError as exc:
@@ -66,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     state.publisher = publisher
     log.info("service.start", version=__version__, listen=bound, events=events,
-             store=store.name, ttl_s=config.console_token_ttl)
+             store=store.name, ttl_s=config.console_token_ttl, curve=curve is not None,
+             authorized_keys=len(curve.keyring) if curve is not None else None)
     purger = gevent.spawn(_purge_loop, state, log)
     shutdown = Shutdown().install()
     shutdown.wait()
@@ -93,3 +120,13 @@ def _purge_loop(state: State, log: structlog.BoundLogger) -> None:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _warn_if_open(log: Any, *endpoints: str) -> None:
+    """Plain ZeroMQ on an address others can reach: anyone there can mint tokens."""
+    for endpoint in endpoints:
+        host = urlsplit(endpoint).hostname or ""
+        if host not in ("127.0.0.1", "::1", "localhost") and not endpoint.startswith(
+                ("ipc://", "inproc://")):
+            log.warning("bus.insecure", endpoint=endpoint,
+                        hint="set bus_secret_key_file and bus_authorized_keys_dir (CURVE)")

@@ -22,6 +22,7 @@ class State:
     log: Any = None        # the control log (consoleauth.control)
     sessions: Any = None   # the session book
     publisher: Any = None  # the events socket (None: events are logged, not published)
+    compute_curve: Any = None  # CURVE keys for the compute hosts' endpoints (None: plain)
     _computes: dict[str, BusClient] = field(default_factory=dict)
 
     def compute(self, url: str) -> BusClient:
@@ -29,7 +30,8 @@ class State:
         One attempt: a check asks its compute host once, within the caller's budget."""
         client = self._computes.get(url)
         if client is None:
-            client = self._computes[url] = BusClient([url], self.compute_timeout, attempts=1)
+            client = self._computes[url] = BusClient([url], self.compute_timeout, attempts=1,
+                                                          curve=self.compute_curve)
         return client
 
     def emit(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from console_common import __version__
 from console_common.net.bus import BusClient, BusServer
 from console_common.runtime.config import COMMON, parse
 from console_common.runtime.config.options import zmq_endpoint
+from console_common.runtime.keys import curve_client, curve_server
 from console_common.runtime.service import EXIT_USAGE, Shutdown, boot
 
 from fakecompute.control import ComputeHost, HostSettings
@@ -22,7 +23,11 @@ from fakecompute.instances import SPEC_FORM, InstanceSpecError, parse_instances
 PROG = "fake-compute"
 OPTIONS = (*COMMON, "vncserver_listen", "vncserver_proxyclient_address", "novncproxy_base_url",
            "xvpvncproxy_base_url", "consoleauth_url", "consoleauth_timeout", "compute_listen",
-           "compute_public_url", "instances", "vnc_port_base", "graceful_timeout")
+           "compute_public_url", "instances", "vnc_port_base", "graceful_timeout",
+           "bus_secret_key_file", "bus_authorized_keys_dir", "bus_server_key_file")
+# What each CURVE role may call on the control endpoint ("admin": everything): consoleauth
+# (role server) confirms console ports.
+ROLES = {"server": frozenset({"validate_console_port", "ping"})}
 _ANY_ADDRESS = re.compile(r"\A(tcp://)(0\.0\.0\.0|\*|\[::\])(:.*)\Z")
 
 
@@ -65,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         vncserver_proxyclient_address=config.vncserver_proxyclient_address,
         vnc_port_base=config.vnc_port_base, novncproxy_base_url=config.novncproxy_base_url,
         xvpvncproxy_base_url=config.xvpvncproxy_base_url, public_url=host_id)
-    consoleauth = BusClient(config.consoleauth_url, config.consoleauth_timeout)
+    consoleauth = BusClient(config.consoleauth_url, config.consoleauth_timeout,
+                            curve=curve_client(config, PROG))
+    curve = curve_server(config, PROG) if config.bus_authorized_keys_dir else None
     try:
         host = ComputeHost(specs, settings, consoleauth)
     except ValueError as exc:
@@ -76,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("service.bind_failed", error=exc.strerror or str(exc))
         print(f"{PROG}: error: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    server = BusServer(config.compute_listen, host.handlers())
+    context = zmq.Context()
+    if curve is not None:
+        curve.start_zap(context, {"bus": frozenset({"server", "admin"})})
+    server = BusServer(config.compute_listen, host.handlers(), context=context, curve=curve,
+                       roles=ROLES)
     try:
         bound = server.start()
     except zmq.ZMQError as exc:

@@ -13,6 +13,7 @@ import gevent.pool
 from console_common import __version__
 from console_common.net.bus import BusClient
 from console_common.runtime.config import BUS_CLIENT, COMMON, parse
+from console_common.runtime.keys import curve_client
 from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
@@ -27,7 +28,7 @@ OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only
            "key", "web", "console_allowed_origins", "trusted_proxies", "max_sessions",
            "websocket_max_message", "request_head_timeout", "request_head_max",
            "target_connect_timeout", "graceful_timeout", "workers",
-           "consoleauth_events_url")
+           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if novnc_dir is None:
         log.warning("service.novnc_missing", web=config.web or None,
                     hint="run scripts/install-novnc.sh or pass --web DIR")
+    curve = curve_client(config, "novncproxy")  # checked once, before any worker starts
     address = (config.novncproxy_host, config.novncproxy_port)
     try:
         listeners = bind_listeners([address], config.workers)
@@ -62,15 +64,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def serve(socks: list[Any]) -> int:
         return _serve(config, log, listen(socks, ProxyServer.backlog)[0], tls, novnc_dir,
-                      fd_limit)
+                      fd_limit, curve)
 
     return run_workers(listeners, serve, "novncproxy", config.graceful_timeout)
 
 
-def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit: int) -> int:
+def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit: int,
+           curve: Any) -> int:
     """One process's service: its loop, bus connection, sessions and metrics."""
     metrics = ProxyMetrics()
-    bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
+    bus = BusClient(config.consoleauth_url, config.consoleauth_timeout, curve=curve)
     app = ConsoleApp(bus=bus, metrics=metrics,
                      policy=OriginPolicy.from_config(config.console_allowed_origins,
                                                      config.trusted_proxies),

@@ -15,6 +15,7 @@ from console_common import __version__
 from console_common.net.bus import BusClient
 from console_common.runtime.config import BUS_CLIENT, COMMON, parse
 from console_common.sessions.metrics import ProxyMetrics
+from console_common.runtime.keys import curve_client
 from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
@@ -27,7 +28,7 @@ from xvpvncproxy.server import XvpProxy, metrics_app
 OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
            "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
            "request_head_max", "target_connect_timeout", "graceful_timeout", "workers",
-           "consoleauth_events_url")
+           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file")
 BACKLOG = 1024
 
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                       "preamble with the console token, then raw RFB to the VNC server.",
                       OPTIONS, argv)
     log = boot("xvpvncproxy", config)
+    curve = curve_client(config, "xvpvncproxy")  # checked once, before any worker starts
     addresses = [(config.xvpvncproxy_host, config.xvpvncproxy_port)]
     if config.xvpvncproxy_metrics_port:
         addresses.append((config.xvpvncproxy_host, config.xvpvncproxy_metrics_port))
@@ -45,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         log.error("service.bind_failed", error=str(exc))
         print(f"xvpvncproxy: error: cannot listen: {exc}", file=sys.stderr)
         return 1
-    return run_workers(listeners, lambda socks: _serve(config, log, listen(socks, BACKLOG)),
+    return run_workers(listeners, lambda socks: _serve(config, log, listen(socks, BACKLOG),
+                                                       curve),
                        "xvpvncproxy", config.graceful_timeout)
 
 
-def _serve(config: Any, log: Any, socks: list[Any]) -> int:
+def _serve(config: Any, log: Any, socks: list[Any], curve: Any) -> int:
     """One process's service: its loop, bus connection, sessions and metrics."""
-    bus = BusClient(config.consoleauth_url, config.consoleauth_timeout)
+    bus = BusClient(config.consoleauth_url, config.consoleauth_timeout, curve=curve)
     metrics = ProxyMetrics()
     pool = gevent.pool.Pool(config.max_sessions)
     sessions = SessionRegistry(metrics)

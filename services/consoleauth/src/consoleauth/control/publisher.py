@@ -26,7 +26,8 @@ SNDHWM = 10_000
 
 class Publisher:
     def __init__(self, endpoint: str, control_log: Any, interval: float = HEARTBEAT_S,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: Any = None) -> None:
+        self._curve = curve
         self.endpoint, self._log, self.interval = endpoint, control_log, interval
         self._context = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
@@ -38,6 +39,8 @@ class Publisher:
         sock = self._context.socket(zmq.PUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        if self._curve is not None:
+            self._curve.apply(sock, domain="events")
         try:
             sock.bind(self.endpoint)
         except zmq.ZMQError:

@@ -14,13 +14,32 @@ from datetime import UTC, datetime
 from typing import Any
 
 from console_common.net.bus import BusClient
-from console_common.proto.bus import BadRequest, BusProtocolError, BusUnavailable, InvalidToken, RemoteError, Unavailable, UnknownInstance
+from console_common.net.bus.curve import CurveClient, KeyError_
+from console_common.proto.bus import (BadRequest, BusProtocolError, BusUnavailable, Forbidden,
+                                      InvalidToken, RemoteError, Unavailable, UnknownInstance)
 from console_common.runtime.service import EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 
 PROG = "consolectl"
 # Options every subcommand accepts, before or after its name.
 OPTIONS = ("log_format", "log_level", "consoleauth_url", "consoleauth_timeout", "compute_url",
-           "novncproxy_base_url", "xvpvncproxy_base_url")
+           "novncproxy_base_url", "xvpvncproxy_base_url", "bus_secret_key_file",
+           "bus_server_key_file", "compute_server_key_file")
+# CURVE keys per service called ("consoleauth", "compute host"), set once from the config.
+CURVE: dict[str, Any] = {}
+
+
+def use_curve(config: Any) -> None:
+    """The keys the calls of this run use, from bus_secret_key_file and the server keys."""
+    secret = config.bus_secret_key_file
+    if not secret:
+        return
+    for service, option in (("consoleauth", "bus_server_key_file"),
+                            ("compute host", "compute_server_key_file")):
+        if config[option]:
+            try:
+                CURVE[service] = CurveClient.load(secret, config[option])
+            except KeyError_ as exc:
+                raise CtlError(f"option {option}: {exc}", EXIT_USAGE) from exc
 
 
 class CtlError(Exception):
@@ -34,13 +53,16 @@ class CtlError(Exception):
 def call(service: str, endpoints: Sequence[str], timeout: float, method: str,
          attempts: int = 3, **args: Any) -> Any:
     """One bus call; every failure becomes a CtlError naming the service and endpoint."""
-    with BusClient(endpoints, timeout, attempts=attempts) as client:
+    with BusClient(endpoints, timeout, attempts=attempts, curve=CURVE.get(service)) as client:
         try:
             return client.call(method, **args)
         except BusUnavailable as exc:
             raise CtlError(f"{service} unreachable: {exc}", EXIT_UNAVAILABLE) from exc
         except InvalidToken as exc:
             raise CtlError("invalid or expired token", EXIT_REFUSED) from exc
+        except Forbidden as exc:
+            raise CtlError(f"{service} refused: {exc.message} (this key's role does not "
+                           "allow it)", EXIT_REFUSED) from exc
         except UnknownInstance as exc:
             raise CtlError(exc.message, EXIT_REFUSED) from exc
         except BadRequest as exc:

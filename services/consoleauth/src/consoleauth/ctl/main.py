@@ -26,12 +26,12 @@ from console_common.runtime.config import (
 from console_common.runtime.logging import configure
 from console_common.runtime.service import EXIT_USAGE
 
-from consoleauth.ctl import (authorize, check, disconnect, get_vnc_console, revoke, sessions,
-                             status)
-from consoleauth.ctl.common import OPTIONS, PROG, CtlError
+from consoleauth.ctl import (authorize, check, disconnect, get_vnc_console, keys, revoke,
+                             sessions, status)
+from consoleauth.ctl.common import OPTIONS, PROG, CtlError, use_curve
 
 COMMANDS: tuple[ModuleType, ...] = (get_vnc_console, authorize, check, revoke, sessions,
-                                    disconnect, status)
+                                    disconnect, status, keys)
 BRIDGE = "vnc-bridge"
 BRIDGE_MODULE = "consoleauth.ctl.vnc_bridge"
 DESCRIPTION = "Console proxy suite CLI: console URLs, tokens and service status."
@@ -107,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             raise CtlError(f"error: {exc}", EXIT_USAGE) from exc
         configure(PROG, config.log_format, config.log_level)
+        if "bus_secret_key_file" in option_names:
+            use_curve(config)
         return int(module.run(config, args))
     except CtlError as exc:
         message = exc.message if exc.message.startswith("error: ") else f"error: {exc.message}"

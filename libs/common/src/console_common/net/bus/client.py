@@ -99,10 +99,12 @@ class _ChannelReset(Exception):
 class _Channel:
     """One DEALER connection to one endpoint, shared by every call to it."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, curve: Any = None) -> None:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        if curve is not None:
+            curve.apply(sock)
         sock.connect(endpoint)
         self.endpoint = endpoint
         self.sock = sock
@@ -162,7 +164,7 @@ class _Channel:
 
 class BusClient:
     def __init__(self, endpoints: Sequence[str], timeout: float, attempts: int = 3,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: Any = None) -> None:
         if not endpoints:
             raise ValueError("BusClient needs at least one endpoint")
         self._names = tuple(endpoints)
@@ -170,6 +172,7 @@ class BusClient:
         self._timeout = float(timeout)
         self._attempts = max(1, attempts)
         self._ctx = context or _context()
+        self.curve = curve  # net.bus.curve.CurveClient: encrypted, authenticated
         self._channels: dict[str, _Channel] = {}
         self._turn = itertools.count()
         self._ids = itertools.count()
@@ -240,6 +243,9 @@ class BusClient:
                 # older consoleauth expects (rolling upgrades in any order).
                 self._budgets = False
                 return self.request(method, args, deadline - time.monotonic())
+        if self.curve is not None:  # a refused key gets no answer at all (ZAP)
+            detail = f"{detail}; authentication may have been refused" if detail else \
+                "authentication may have been refused"
         raise BusUnavailable(self._names, budget, detail)
 
     def check_token(self, token: str) -> ConnectInfo:
@@ -325,7 +331,7 @@ class BusClient:
         if channel is None or channel.closed:
             if self._closed:
                 raise BusUnavailable(self._names, self._timeout, "client closed")
-            channel = self._channels[endpoint] = _Channel(self._ctx, endpoint)
+            channel = self._channels[endpoint] = _Channel(self._ctx, endpoint, self.curve)
         return channel
 
     def _reset(self, channel: _Channel) -> None:

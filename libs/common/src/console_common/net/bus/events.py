@@ -64,6 +64,8 @@ class EventFollower:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._sock.setsockopt(zmq.RCVHWM, 100_000)
+        if self.bus.curve is not None:  # the events socket is consoleauth's: the same key
+            self.bus.curve.apply(self._sock)
         self._resolve()
         self._greenlet = gevent.spawn(self._run)
         self._greenlet.link_exception(

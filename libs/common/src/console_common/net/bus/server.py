@@ -40,7 +40,8 @@ import gevent.pool
 import structlog
 import zmq
 
-from console_common.proto.bus.errors import DeadlineExceeded, InternalError, RemoteError, Unavailable
+from console_common.proto.bus.errors import (DeadlineExceeded, Forbidden, InternalError,
+                                             RemoteError, Unavailable)
 from console_common.proto.bus.protocol import (MAX_MESSAGE, Request, decode_request, encode_error,
                                          encode_result, request_id)
 from console_common.net.throttle import Throttle
@@ -94,7 +95,11 @@ class _Overrun(BaseException):
 class BusServer:
     def __init__(self, endpoint: str, handlers: Mapping[str, Handler], pool_size: int = 4096,
                  context: zmq.Context | None = None, inline: frozenset[str] = frozenset(),
-                 handler_timeout: float = 10.0) -> None:
+                 handler_timeout: float = 10.0, curve: Any = None,
+                 roles: Mapping[str, frozenset[str]] | None = None) -> None:
+        # CURVE (net.bus.curve.CurveServer): encrypted, and each request checked against
+        # the methods its key's role may call (``roles``: role -> methods; "admin": all).
+        self._curve, self._roles = curve, roles or {}
         self._inline = inline
         self._handler_timeout = handler_timeout
         self._throttle = Throttle(10.0)
@@ -105,6 +110,7 @@ class BusServer:
         # A plain (non-green) context of our own: the loop only makes non-blocking calls and
         # waits on the fd through the hub itself (see module docstring).
         self._ctx = context or zmq.Context()
+        self._own_ctx = context is None  # a shared one (events socket, ZAP) is not ours to end
         self._sock: zmq.Socket | None = None
         self._loop: gevent.Greenlet | None = None
         self._stopping = gevent.event.Event()
@@ -119,6 +125,8 @@ class BusServer:
         # Hard bound: a peer sending more than 1 MiB in one message is disconnected by
         # libzmq before we buffer it; 64 KiB..1 MiB gets an error reply.
         sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        if self._curve is not None:
+            self._curve.apply(sock, domain="bus")
         sock.bind(self.endpoint)
         self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
@@ -135,7 +143,9 @@ class BusServer:
     def _receive_loop(self) -> None:
         assert self._sock is not None
         sock = self._sock
-        recv = partial(sock.recv_multipart, zmq.NOBLOCK)
+        curve = self._curve is not None
+        # with CURVE, frames keep their properties: the role the ZAP handler gave the key
+        recv = partial(sock.recv_multipart, zmq.NOBLOCK, copy=not curve)
         events = partial(sock.getsockopt, zmq.EVENTS)
         while not self._stopping.is_set():
             self._wake.clear()
@@ -164,7 +174,11 @@ class BusServer:
                             return
                         log.warning("bus.recv_failed", error=str(exc))
                         break
-                    self._handle(frames)
+                    if curve:
+                        role = frames[-1].get("User-Id")
+                        self._handle([f.bytes for f in frames], role)
+                    else:
+                        self._handle(frames)
             finally:
                 self._held = None
                 for reply in held:
@@ -173,7 +187,7 @@ class BusServer:
                     self._wake_if_pending()
             gevent.sleep(0)  # let pooled handlers and other greenlets run between batches
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], role: str | None = None) -> None:
         try:
             split = frames.index(b"", 1)  # REQ clients: [identity..., b"", body]
         except ValueError:
@@ -190,6 +204,12 @@ class BusServer:
         except RemoteError as exc:
             self.counters["bad_request"] += 1
             self._reply(envelope, encode_error(exc.type, exc.message, request_id(data)))
+            return
+        if role is not None and role != "admin" and \
+                request.method not in self._roles.get(role, frozenset()):
+            self.counters["forbidden"] += 1
+            self._reply(envelope, self._failed(request, Forbidden(
+                f"{request.method} is not allowed for role {role}")))
             return
         budget = request.budget_ms
         if budget == 0:
@@ -330,7 +350,8 @@ class BusServer:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
-            self._ctx.term()
+            if self._own_ctx:
+                self._ctx.term()
 
     def wait(self) -> None:
         self._stopping.wait()

@@ -4,12 +4,13 @@ The transports that carry them (``BusClient``, ``BusServer``) are in ``console_c
 """
 
 from console_common.proto.bus.errors import (BadRequest, BusError, BusProtocolError, BusTimeout,
-                                             BusUnavailable, DeadlineExceeded, InternalError,
+                                             BusUnavailable, DeadlineExceeded, Forbidden,
+                                             InternalError,
                                              InvalidToken, RemoteError, Unavailable,
                                              UnknownInstance, UnknownMethod)
 from console_common.proto.bus.messages import AuthorizeArgs, CheckTokenArgs, ConnectInfo
 
 __all__ = ["AuthorizeArgs", "BadRequest", "BusError", "BusProtocolError", "BusTimeout",
-           "BusUnavailable", "CheckTokenArgs", "ConnectInfo", "DeadlineExceeded",
+           "BusUnavailable", "CheckTokenArgs", "ConnectInfo", "DeadlineExceeded", "Forbidden",
            "InternalError", "InvalidToken", "RemoteError", "Unavailable", "UnknownInstance",
            "UnknownMethod"]

@@ -67,8 +67,14 @@ class InternalError(RemoteError):
     type = "InternalError"
 
 
+class Forbidden(RemoteError):
+    """A known key (CURVE) called a method outside its role."""
+
+    type = "Forbidden"
+
+
 _BY_TYPE = {cls.type: cls for cls in (InvalidToken, UnknownInstance, BadRequest, UnknownMethod,
-                                      Unavailable, DeadlineExceeded, InternalError)}
+                                      Unavailable, DeadlineExceeded, InternalError, Forbidden)}
 
 
 def remote_error(type_: str, message: str) -> RemoteError:

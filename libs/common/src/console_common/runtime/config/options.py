@@ -173,6 +173,17 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     _opt("consoleauth_events_url", lambda: CommaList(zmq_endpoint, "expected ZeroMQ endpoints"),
          ("tcp://127.0.0.1:6086",), "consoleauth events endpoint(s) a proxy subscribes to "
          "(comma list; host names resolved to every address).", metavar="URLS"),
+    _opt("bus_secret_key_file", _STR, "",
+         "This process's ZeroMQ CURVE certificate (NAME.key_secret): turns CURVE on for its "
+         "bus sockets.", metavar="FILE"),
+    _opt("bus_authorized_keys_dir", _STR, "",
+         "Servers with CURVE: a folder of <role>/ folders (proxy, compute, admin, server) "
+         "holding the public keys (*.key) allowed to call.", metavar="DIR"),
+    _opt("bus_server_key_file", _STR, "",
+         "Clients with CURVE: the public key (NAME.key) of consoleauth.", metavar="FILE"),
+    _opt("compute_server_key_file", _STR, "",
+         "With CURVE: the public key (NAME.key) of the compute hosts' control endpoints.",
+         metavar="FILE"),
     _opt("consoleauth_timeout", _positive_float, 2.0,
          "Deadline for one bus call, retries included, in seconds.", metavar="SECONDS"),
     _opt("token_store", lambda: fields.String(validate=validate.OneOf(
