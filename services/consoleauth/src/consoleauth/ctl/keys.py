@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
-import zmq.auth
+import zmq
 from console_common.net.bus.curve import ROLES
 from console_common.runtime.config import Config
 from console_common.runtime.service import EXIT_OK, EXIT_USAGE
@@ -38,13 +39,19 @@ def run(config: Config, args: argparse.Namespace) -> int:
     if public.exists() or secret.exists():
         raise CtlError(f"{public} or {secret} exists: not overwriting a key", EXIT_USAGE)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    old = os.umask(0o077)  # the secret file is never readable by others, not even briefly
-    try:
-        zmq.auth.create_certificates(str(folder), args.name,
-                                     metadata={"role": args.role} if args.role else None)
-    finally:
-        os.umask(old)
-    os.chmod(secret, 0o600)
+    public_key, secret_key = zmq.curve_keypair()
+    metadata = f"    role = {args.role}\n" if args.role else ""
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    def body(kind: str) -> str:  # z85 keys may hold braces: no str.format on them
+        return (f"#   ZeroMQ CURVE certificate ({kind}), consolectl keys generate, {stamp}\n"
+                f"metadata\n{metadata}curve\n    public-key = \"{public_key.decode()}\"\n")
+
+    # the secret file is created 0600: never readable by others, not even briefly
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(body("secret: keep it private")
+                  + f"    secret-key = \"{secret_key.decode()}\"\n")
+    public.write_text(body("public"))
     os.chmod(public, 0o644)
     emit(args, f"Wrote {public} (public) and {secret} (secret, 0600)",
          {"public": str(public), "secret": str(secret), "role": args.role})

@@ -6,8 +6,9 @@ endpoint) has its own pair (``bus_secret_key_file``) and grants each client the 
 the folder its public key is in, ``bus_authorized_keys_dir/<role>/*.key``. A key in no
 folder gets no answer at all (the ZAP handler refuses the handshake): the client's call
 times out with an error that says authentication may have been refused. The folder is read
-again when an unknown key knocks (at most once a second), so a key added for rotation is
+again as handshakes come (at most once a second), so a key added for rotation is
 accepted without a restart; a removed one stops working at its next connection.
+(Connections already made keep working: the handshake is where a key is checked.)
 
     keys = CurveServer.load(secret_file, authorized_dir)          # servers
     keys.start_zap(context)                                       # once per zmq context
@@ -90,11 +91,11 @@ class KeyRing:
         self._roles, self._scanned = roles, time.monotonic()
 
     def role_of(self, public_z85: bytes) -> str | None:
-        role = self._roles.get(public_z85)
-        if role is None and time.monotonic() - self._scanned >= RESCAN_S:
-            self.scan()  # a key added for rotation: no restart needed
-            role = self._roles.get(public_z85)
-        return role
+        # The folder is read again at most once a second, as handshakes come: a key added
+        # for rotation works and a removed one stops, without a restart.
+        if time.monotonic() - self._scanned >= RESCAN_S:
+            self.scan()
+        return self._roles.get(public_z85)
 
     def __len__(self) -> int:
         return len(self._roles)
