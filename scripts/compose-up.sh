@@ -142,13 +142,15 @@ step "up"
 compose ps >&2
 echo
 echo "Console URLs (valid 10 minutes; more with the command below):"
-compose exec -T fake-compute consolectl get-vnc-console --all \
+compose exec -T fake-compute consolectl --bus-secret-key-file /keys/admin.key_secret \
+    get-vnc-console --all \
     --compute-url tcp://127.0.0.1:6095 --consoleauth-url tcp://consoleauth:6085
 cat <<EOT
 
 Use this cluster's docker from a shell:
   export DOCKER_HOST=$DOCKER_HOST DOCKER_CONFIG=$DOCKER_CONFIG
-  docker compose -p $PROJECT exec fake-compute consolectl get-vnc-console vm-2 novnc --compute-url tcp://127.0.0.1:6095 --consoleauth-url tcp://consoleauth:6085
+  docker compose -p $PROJECT exec fake-compute consolectl --bus-secret-key-file /keys/admin.key_secret get-vnc-console vm-2 novnc --compute-url tcp://127.0.0.1:6095 --consoleauth-url tcp://consoleauth:6085
+  (the bus runs with CURVE: keys in the bus-keys volume; admin.key_secret may do everything)
   docker compose -p $PROJECT logs -f novncproxy
 Tear down: bash scripts/compose-down.sh
 EOT

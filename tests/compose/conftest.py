@@ -29,6 +29,7 @@ PROJECT = "consoleproxy"
 LOCK = Path("/tmp/cps-compose.lock")
 UP_TIMEOUT = 540  # a cold machine: apt + debootstrap (~1-2 min) + build; warm: ~1.5 min
 EXIT_NO_DOCKERD, EXIT_NO_OVERLAY = 3, 4
+ADMIN_KEY = "/keys/admin.key_secret"  # the cluster's bus runs with CURVE (docker/bus-keys.sh)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,6 +66,7 @@ class Cluster:
 
     def get_console(self, kind: str, server: str = "vm-1") -> dict:
         out = self.compose("exec", "-T", "fake-compute", "consolectl", "--json",
+                           "--bus-secret-key-file", ADMIN_KEY,
                            "get-vnc-console", server, kind,
                            "--compute-url", "tcp://127.0.0.1:6095",
                            "--consoleauth-url", "tcp://consoleauth:6085", timeout=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.compose.conftest import Cluster
+from tests.compose.conftest import ADMIN_KEY, Cluster
 from tests.support import REPO
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(600)]
@@ -156,7 +156,7 @@ def test_revocation_and_sessions_across_replicas(cluster: Cluster) -> None:
     console = cluster.get_console("novnc", "vm-2")
     url = f"ws://127.0.0.1:{cluster.novnc_port}/websockify?token={console['token']}"
     ctl = ("exec", "-T", "fake-compute", "consolectl", "--consoleauth-url",
-           "tcp://consoleauth:6085")
+           "tcp://consoleauth:6085", "--bus-secret-key-file", ADMIN_KEY)
     with connect(url, open_timeout=10, close_timeout=2) as ws:
         assert ws.recv(timeout=10) == RFB_GREETING
         deadline = time.monotonic() + 10
@@ -177,3 +177,24 @@ def test_revocation_and_sessions_across_replicas(cluster: Cluster) -> None:
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "console revoked")
     assert elapsed < 3.0, f"revocation took {elapsed:.2f}s (docker exec included)"
+
+
+def test_the_bus_runs_with_curve_and_refuses_unknown_keys(cluster: Cluster) -> None:
+    """Keys were made on the first `up` into a volume (not in the image); a plain client
+    inside the network gets no answer, a known key with the wrong role gets Forbidden."""
+    image_keys = cluster.docker("run", "--rm", "--entrypoint", "sh", "consoleproxy/suite:latest",
+                                "-c", "ls /keys 2>/dev/null | wc -l").strip()
+    assert image_keys == "0"
+    plain = subprocess.run(
+        ["docker", "compose", "-p", "consoleproxy", "-f", str(REPO / "compose.yaml"), "exec",
+         "-T", "fake-compute", "consolectl", "status", "--no-compute", "--consoleauth-url",
+         "tcp://consoleauth:6085", "--consoleauth-timeout", "1", "--bus-secret-key-file", "",
+         "--bus-server-key-file", ""], env=cluster.env, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert plain.returncode == 3, plain.stdout + plain.stderr
+    wrong_role = subprocess.run(
+        ["docker", "compose", "-p", "consoleproxy", "-f", str(REPO / "compose.yaml"), "exec",
+         "-T", "fake-compute", "consolectl", "sessions", "--consoleauth-url",
+         "tcp://consoleauth:6085"], env=cluster.env, capture_output=True, text=True,
+        timeout=60, check=False)  # fake-compute's own key: role compute
+    assert wrong_role.returncode == 1 and "not allowed for role compute" in wrong_role.stderr

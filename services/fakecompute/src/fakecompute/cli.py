@@ -27,7 +27,8 @@ OPTIONS = (*COMMON, "vncserver_listen", "vncserver_proxyclient_address", "novncp
            "bus_secret_key_file", "bus_authorized_keys_dir", "bus_server_key_file")
 # What each CURVE role may call on the control endpoint ("admin": everything): consoleauth
 # (role server) confirms console ports.
-ROLES = {"server": frozenset({"validate_console_port", "ping"})}
+ROLES = {"server": frozenset({"validate_console_port", "ping"}),
+         "compute": frozenset({"ping"})}  # its own healthcheck
 _ANY_ADDRESS = re.compile(r"\A(tcp://)(0\.0\.0\.0|\*|\[::\])(:.*)\Z")
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     context = zmq.Context()
     if curve is not None:
-        curve.start_zap(context, {"bus": frozenset({"server", "admin"})})
+        curve.start_zap(context, {"bus": frozenset({"server", "admin", "compute"})})
     server = BusServer(config.compute_listen, host.handlers(), context=context, curve=curve,
                        roles=ROLES)
     try:
