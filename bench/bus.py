@@ -204,7 +204,8 @@ class Cluster:
         self.endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(replicas)]
         self.consoleauths = [subprocess.Popen(
             [sys.executable, "-m", "consoleauth.cli", "--consoleauth-listen", ep, "--token-store",
-             store, "--log-format", "json", "--log-level", "warning", *extra],
+             store, "--consoleauth-events-listen", f"tcp://127.0.0.1:{free_port()}",
+             "--log-format", "json", "--log-level", "warning", *extra],
             stdin=subprocess.DEVNULL) for ep in self.endpoints]
         self.procs += self.consoleauths
 

@@ -460,13 +460,16 @@ class Bench:
             self.fail("setup", "websockify", str(exc))
 
         bus = f"tcp://127.0.0.1:{free_port()}"
+        events = f"tcp://127.0.0.1:{free_port()}"
         ca = self.procs.start("consoleauth", [str(VENV_BIN / "consoleauth"),
                                               "--consoleauth-listen", bus,
+                                              "--consoleauth-events-listen", events,
                                               "--token-store", "memory", "--log-format", "json"])
         self.consoleauth_pid = ca.pid
         self.tokens = Tokens(bus, ports)
         tokens = self.tokens
-        common = ["--consoleauth-url", bus, "--log-format", "json",
+        common = ["--consoleauth-url", bus, "--consoleauth-events-url", events,
+                  "--log-format", "json",
                   "--workers", str(self.workers)]
         port = free_port()
         proc = self.procs.start("novncproxy", [str(VENV_BIN / "novncproxy"), *common,

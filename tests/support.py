@@ -64,6 +64,33 @@ def wait_bus(endpoint: str, timeout: float = 15.0, method: str = "ping") -> dict
                     raise
 
 
+# consoleauth bus endpoint -> its events endpoint, for the proxies the tests start after it
+EVENTS_OF_BUS: dict[str, str] = {}
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args[:-1] else None
+
+
+def _with_events(command: str, args: list[str], netns: str | None) -> list[str]:
+    """Give every consoleauth the tests start an events port of its own (the default,
+    6086, would be shared by every consoleauth of the run), and every proxy the events
+    endpoint of the consoleauth it is pointed at, unless the test chose them."""
+    if netns is not None:
+        return args
+    if command == "consoleauth" and "--consoleauth-events-listen" not in args:
+        events = f"tcp://127.0.0.1:{free_port()}"
+        args += ["--consoleauth-events-listen", events]
+        if (bus := _flag(args, "--consoleauth-listen")) is not None:
+            EVENTS_OF_BUS[bus] = events
+    elif command in ("novncproxy", "xvpvncproxy") and "--consoleauth-events-url" not in args:
+        buses = (_flag(args, "--consoleauth-url") or "").split(",")
+        events = [EVENTS_OF_BUS[b] for b in buses if b in EVENTS_OF_BUS]
+        if events:
+            args += ["--consoleauth-events-url", ",".join(events)]
+    return args
+
+
 class ServiceProcess:
     """A service command run as a real process, logging JSON to a file."""
 
@@ -80,6 +107,7 @@ class ServiceProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env.pop("CONSOLE_CONFIG_FILE", None)
         exe = str(VENV_BIN / command)
+        args = _with_events(command, list(args), netns)
         argv = [exe, "--log-format", "json", *args]
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]

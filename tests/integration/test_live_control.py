@@ -24,6 +24,7 @@ Proved here:
 from __future__ import annotations
 
 import json
+import math
 import os
 import selectors
 import signal
@@ -343,20 +344,16 @@ def test_revoking_an_instance_cuts_100_sessions_on_4_proxies_within_a_second(
     assert command.returncode == 0, err
     assert b"Revoked 100 tokens of instance vm-a" in out, out
 
-    open_still = [c for c in victims if c.closed_at is None]
     latencies = sorted(c.closed_at - started for c in victims if c.closed_at is not None)
-    p50 = statistics.median(latencies) if latencies else float("nan")
-    p99 = latencies[max(0, -(-99 * len(latencies) // 100) - 1)] if latencies else float("nan")
-    worst = latencies[-1] if latencies else float("nan")
-    after_ctl = (worst - (command_done - started)) if command_done and latencies else None
-    first = latencies[0] if latencies else float("nan")
-    figures = (f"revocation of 100 sessions: closed {len(latencies)}, min {first:.4f}s, "
-               f"p50 {p50:.4f}s, p99 {p99:.4f}s, max {worst:.4f}s (from the start of "
-               f"consolectl; it exited after {(command_done or started) - started:.4f}s, "
-               f"the last close came "
-               f"{after_ctl if after_ctl is not None else float('nan'):+.4f}s after that)")
+    assert latencies, "no session was closed within 5 s"
+    p50 = statistics.median(latencies)
+    p99 = latencies[math.ceil(0.99 * len(latencies)) - 1]  # nearest rank
+    exited = f"{command_done - started:.3f}s" if command_done else "more than 5 s"
+    figures = (f"revoke vm-a: {len(latencies)} of 100 sessions closed; p50 {p50:.3f}s, "
+               f"p99 {p99:.3f}s, max {latencies[-1]:.3f}s after consolectl was started "
+               f"(it exited after {exited})")
     print("\n" + figures)
-    assert not open_still, f"{len(open_still)} sessions still open; {figures}"
+    assert len(latencies) == 100, figures
     assert p99 <= 1.0, figures
     novnc_closes = {c.close for c in victims if c.proxy.kind == "novnc"}
     assert novnc_closes == {REVOKED}, novnc_closes  # code and reason, all 50
@@ -501,8 +498,10 @@ def test_a_restarted_consoleauth_revokes_before_the_proxies_reconnect(
         cluster: Cluster) -> None:
     """consoleauth (memory store) is SIGKILLed and a new one started on the same bus and
     events ports; as soon as its bus answers, the instance is revoked there (it holds no
-    token: deleted 0). The proxies learn the new epoch from its log and cut the
-    instance's sessions within 2 s; another instance's sessions on the same proxies stay."""
+    token: deleted 0). Whether a proxy's subscription reconnected before that event or
+    only after it (both happen, run to run), it learns the new epoch, catches up on its
+    log over the bus and cuts the instance's sessions within 2 s; another instance's
+    sessions on the same proxies stay."""
     novnc, xvp = cluster.start_proxies(novnc=1, xvp=1)
     conns = [cluster.open(novnc, "vm-r"), cluster.open(xvp, "vm-r")]
     keep = [cluster.open(novnc, "vm-s"), cluster.open(xvp, "vm-s")]

@@ -25,7 +25,8 @@ WAIT = 60.0
 
 
 def start(tmp_path: Path) -> tuple[subprocess.Popen, Path, dict[str, int]]:
-    ports = {name: free_port() for name in ("novnc", "xvp", "xvp_metrics", "bus", "compute")}
+    ports = {name: free_port() for name in ("novnc", "xvp", "xvp_metrics", "bus", "events",
+                                            "compute")}
     vnc_base = free_port()
     env = {
         **os.environ,
@@ -36,6 +37,8 @@ def start(tmp_path: Path) -> tuple[subprocess.Popen, Path, dict[str, int]]:
         "CONSOLE_XVPVNCPROXY_METRICS_PORT": str(ports["xvp_metrics"]),
         "CONSOLE_CONSOLEAUTH_LISTEN": f"tcp://127.0.0.1:{ports['bus']}",
         "CONSOLE_CONSOLEAUTH_URL": f"tcp://127.0.0.1:{ports['bus']}",
+        "CONSOLE_CONSOLEAUTH_EVENTS_LISTEN": f"tcp://127.0.0.1:{ports['events']}",
+        "CONSOLE_CONSOLEAUTH_EVENTS_URL": f"tcp://127.0.0.1:{ports['events']}",
         "CONSOLE_COMPUTE_LISTEN": f"tcp://127.0.0.1:{ports['compute']}",
         "CONSOLE_COMPUTE_URL": f"tcp://127.0.0.1:{ports['compute']}",
         "CONSOLE_NOVNCPROXY_BASE_URL": f"http://127.0.0.1:{ports['novnc']}/vnc_auto.html",
