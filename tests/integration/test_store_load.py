@@ -275,7 +275,9 @@ def test_redis_password_database_and_unix_socket(tmp_path: Path) -> None:
                                    "--no-auth-warning", "-n", str(db), "dbsize"],
                                   capture_output=True, text=True, timeout=10).stdout.strip()
 
-        assert (dbsize(2), dbsize(0)) == ("3", "0")  # token, instance set, expiry index
+        # token, instance set, expiry index; and the control log (epoch, seq, events: the
+        # revocations above): everything in db 2, nothing in db 0
+        assert (dbsize(2), dbsize(0)) == ("6", "0")
 
         wrong = f"redis://:nope-{'x' * 20}@127.0.0.1:{redis.port}/2"
         ep = f"tcp://127.0.0.1:{free_port()}"

@@ -87,6 +87,10 @@ def test_novncproxy_workers_share_the_port_and_sum_their_metrics(
                 assert ws.recv_bytes(7) == b"hello %d" % n
                 sessions.append(ws)
             assert metric(port, "console_sessions_open") == 6  # live sum over workers
+            deadline = time.monotonic() + WAIT  # every worker hears the events heartbeats
+            while metric(port, "console_events_link_up") != 1:  # (the lowest of them)
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
             assert metric(port, "console_sessions_total") == 6
             for ws in sessions:
                 ws.close()
@@ -117,6 +121,9 @@ def test_xvpvncproxy_replaces_a_dead_worker(tmp_path: Path, echo_server: TcpServ
         proxy, port, metrics_port = start_xvp(tmp_path, bus, "--workers", "2")
         with proxy:
             first = wait_children(proxy.popen.pid, 2)
+            for index in (0, 1):  # both serving: a worker that dies at boot stops them all
+                proxy.wait_for_log("service.start", worker=index)
+            time.sleep(0.3)
             os.kill(first[1], signal.SIGKILL)
             proxy.wait_for_log("worker.died", pid=first[1], exit_code=-9)
             now = wait_children(proxy.popen.pid, 2)

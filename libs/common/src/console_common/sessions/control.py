@@ -76,7 +76,10 @@ class Control:
     def __init__(self, registry: SessionRegistry, bus: BusClient, events_urls: Iterable[str],
                  service: str) -> None:
         self.registry = registry
-        self.follower = EventFollower(tuple(events_urls), bus, self.apply)
+        metrics = registry.metrics
+        self.follower = EventFollower(
+            tuple(events_urls), bus, self.apply,
+            on_link=(lambda up: metrics.events_link.set(1 if up else 0)) if metrics else None)
         self.reporter = SessionReporter(registry, bus, service)
         self._recent: deque[tuple[str, dict[str, Any]]] = deque(maxlen=RECENT)
         registry.on_add.append(self._admitted)
@@ -126,6 +129,7 @@ class SessionReporter:
         self.proxy = {"service": service, "host": socket.gethostname()[:255],
                       "pid": os.getpid(), "id": os.urandom(8).hex()}
         self._new: dict[str, Session] = {}
+        self._sent: set[str] = set()  # ids consoleauth may have heard of (a report went out)
         self._ended: deque[str] = deque(maxlen=PENDING_MAX)
         self._greenlet: gevent.Greenlet | None = None
         self._throttle = Throttle(10.0)
@@ -137,8 +141,10 @@ class SessionReporter:
             self._new[session.session_id] = session
 
     def _removed(self, session: Session) -> None:
-        if self._new.pop(session.session_id, None) is None:
-            self._ended.append(session.session_id)  # reported while open: say it ended
+        self._new.pop(session.session_id, None)
+        if session.session_id in self._sent:  # a report named it (maybe still in flight):
+            self._sent.discard(session.session_id)  # consoleauth must hear that it ended
+            self._ended.append(session.session_id)
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
@@ -165,6 +171,11 @@ class SessionReporter:
             while sessions or ended:
                 page, sessions = sessions[:SESSIONS_PAGE], sessions[SESSIONS_PAGE:]
                 gone, ended = ended[:SESSIONS_PAGE], ended[SESSIONS_PAGE:]
+                # only sessions still open (an earlier page's call yielded); marked sent
+                # before the call: one that ends while it is in flight is reported as
+                # ended next time, even if this report lands after its end
+                page = [s for s in page if s.session_id in self.registry]
+                self._sent.update(s.session_id for s in page)
                 self.bus.call("report_sessions", proxy=self.proxy,
                               open=[s.row() for s in page], ended=gone)
                 for session in page:

@@ -44,6 +44,9 @@ class ProxyMetrics:
                                       "close reason.", ["close_reason"], registry=r)
         self.bytes = Counter("console_bytes", "Bytes relayed, up (client to console) or down, "
                              "counted at session end.", ["direction"], registry=r)
+        self.events_link = Gauge("console_events_link_up", "1 while the events link to "
+                                 "consoleauth is heard (heartbeats), else 0.", registry=r,
+                                 multiprocess_mode="min")
         for result in TOKEN_RESULTS:  # every series present from the start
             self.token_checks.labels(result=result)
         for direction in ("up", "down"):

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import gevent
 import structlog
 
 from console_common.sessions.metrics import ProxyMetrics
@@ -143,14 +144,24 @@ class Session:
                 "started": self.started_at, "bytes_up": self.bytes_up,
                 "bytes_down": self.bytes_down}
 
-    def cut(self, reason: str) -> None:
-        """End the session from outside (shutdown, revocation); the proxy's ``on_cut``
-        tells the client why and makes the relay end."""
+    def cut(self, reason: str) -> gevent.Greenlet | None:
+        """End the session from outside (shutdown, revocation, disconnect): marked at
+        once; the proxy's ``on_cut`` (tell the client why, make the relay end) runs in a
+        greenlet of its own, returned, since telling a client that reads nothing can take
+        a second (novncproxy's close frame): one stuck client must not delay the others."""
         if self.cut_reason is not None:
-            return
+            return None
         self.cut_reason = reason
-        if self.on_cut is not None:
-            self.on_cut(reason)
+        if self.on_cut is None:
+            return None
+        return gevent.spawn(self._run_cut, self.on_cut, reason)
+
+    def _run_cut(self, on_cut: Callable[[str], None], reason: str) -> None:
+        with self.bound():
+            try:
+                on_cut(reason)
+            except Exception:  # the relay ends anyway; never a silent greenlet death
+                log.warning("session.cut_failed", reason=reason, exc_info=True)
 
     @property
     def bytes_up(self) -> int:
@@ -217,21 +228,19 @@ class SessionRegistry:
             for hook in self.on_remove:
                 hook(session)
 
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
     def __len__(self) -> int:
         return len(self._sessions)
 
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))
 
-    def cut_all(self, reason: str = SHUTDOWN) -> int:
+    def cut_all(self, reason: str = SHUTDOWN, wait: float = 2.0) -> int:
+        """Cut every session, all at once; wait up to ``wait`` s for their clients to be
+        told (a shutdown kills what is left right after)."""
         sessions = list(self._sessions.values())
-        for session in sessions:
-            session.cut(reason)
-        return len(sessions)
-
-    def cut_instance(self, instance_uuid: str, reason: str = REVOKED) -> int:
-        """The hook for live revocation: cut every session of one instance."""
-        sessions = [s for s in self._sessions.values() if s.instance_uuid == instance_uuid]
-        for session in sessions:
-            session.cut(reason)
+        cuts = [g for g in (session.cut(reason) for session in sessions) if g is not None]
+        gevent.joinall(cuts, timeout=wait)
         return len(sessions)

@@ -27,12 +27,12 @@ def run(config: Config, args: argparse.Namespace) -> int:
         result = call("consoleauth", config.consoleauth_url, config.consoleauth_timeout,
                       "revoke_token", token=read_token(args.token))
         n = result["deleted"]
-        emit(args, f"Revoked the token ({'it was live' if n else 'no live token: its sessions are cut all the same'})",
-             {"deleted": n})
+        said = "it was live" if n else "no live token: its sessions are cut all the same"
+        emit(args, f"Revoked the token ({said})", {"deleted": n})
         return EXIT_OK
     result = call("consoleauth", config.consoleauth_url, config.consoleauth_timeout,
                   "delete_tokens_for_instance", instance_uuid=args.instance_uuid)
     n = result["deleted"]
-    emit(args, f"Revoked {n} token{'s' if n != 1 else ''} of instance {args.instance_uuid}; "
-         "its open sessions are cut", {"instance_uuid": args.instance_uuid, "deleted": n})
+    emit(args, f"Revoked {n} token{'s' if n != 1 else ''} of instance {args.instance_uuid}",
+         {"instance_uuid": args.instance_uuid, "deleted": n})
     return EXIT_OK
