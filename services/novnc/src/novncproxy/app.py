@@ -30,11 +30,13 @@ import structlog
 from console_common.net.bus import BusClient
 from console_common.proto.bus import BusError, ConnectInfo
 from console_common.proto.httphead import Request
+from console_common.proto.tokens import token_hash
 from console_common.sessions.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.net.relay import Stream, TcpStream
-from console_common.sessions.runner import (DISCONNECTED, REVOKED, SHUTDOWN, Session,
-                                             SessionRegistry)
+from console_common.sessions.limits import ClientGate, Limited, LimitPolicy, concurrency
+from console_common.sessions.runner import (DISCONNECTED, IDLE_TIMEOUT, MAX_AGE, REVOKED,
+                                             SHUTDOWN, Session, SessionRegistry)
 from console_common.net.target import TargetUnreachable, connect_target
 from console_common.sessions.admission import Denial, Denied, check_console_token
 from console_common.sessions.control import Control
@@ -80,7 +82,9 @@ MAX_STATIC_FILE = 8 << 20
 STATIC_CACHE_BYTES = 32 << 20
 
 CUT_CLOSES = {SHUTDOWN: (1001, "server shutting down"), REVOKED: (1008, "console revoked"),
-              DISCONNECTED: (1008, "console disconnected by operator")}
+              DISCONNECTED: (1008, "console disconnected by operator"),
+              IDLE_TIMEOUT: (1000, "console idle timeout"),
+              MAX_AGE: (1000, "console session expired")}
 
 
 
@@ -173,8 +177,11 @@ class ConsoleApp:
 
     def __init__(self, *, bus: BusClient, metrics: ProxyMetrics, policy: OriginPolicy,
                  novnc_dir: Path | None, static_dir: Path = STATIC_DIR,
-                 max_message: int = 1 << 20, connect_timeout: float = 5.0) -> None:
+                 max_message: int = 1 << 20, connect_timeout: float = 5.0,
+                 limits: LimitPolicy = LimitPolicy()) -> None:
         self.bus = bus
+        self.limits = limits
+        self.gate = ClientGate(limits)
         self.metrics = metrics
         self.policy = policy
         self.sessions = SessionRegistry(metrics)
@@ -201,6 +208,9 @@ class ConsoleApp:
                 return self._refuse(verdict.status, BAD_REQUEST, verdict.reason,
                                     verdict.headers, metric="bad_handshake")
             accept = verdict
+        client = admission.client_address(peer, head.header("x-forwarded-for"), self.policy)
+        if (limited := self.gate.arrive(client)) is not None:  # before any work for it
+            return self._limited(limited)
         scheme = admission.effective_scheme(tls, peer, head.header("x-forwarded-proto"),
                                             self.policy)
         origin = admission.check_origin(head.header("origin"), head.header("host"), scheme,
@@ -212,12 +222,17 @@ class ConsoleApp:
             return self._refuse(403, INVALID_TOKEN, "no console token in the request")
         if not admission.token_is_plausible(token):
             self.metrics.token_checked("invalid")
+            self.gate.invalid_token(client)
             return self._refuse(403, INVALID_TOKEN, "invalid or expired console token")
         mark = self.control.mark() if self.control is not None else (None, 0)
         checked = self.check_token(token)
         if isinstance(checked, Refused):
+            if checked.status == 403:
+                self.gate.invalid_token(client)  # the ban counts; this one still gets 403
             return checked
-        client = admission.client_address(peer, head.header("x-forwarded-for"), self.policy)
+        if (limited := concurrency(self.limits, self.sessions, client, token_hash(token),
+                                   checked.instance_uuid)) is not None:
+            return self._limited(limited)
         return Admitted(accept, token, checked, client, peer_port if client == peer else None,
                         mark)
 
@@ -228,6 +243,10 @@ class ConsoleApp:
         if checked.kind is Denial.UNAVAILABLE:
             return self._refuse(503, CONSOLEAUTH_UNAVAILABLE, checked.reason)
         return self._refuse(403, INVALID_TOKEN, checked.reason)
+
+    def _limited(self, limited: Limited) -> Refused:
+        headers = [("Retry-After", str(limited.retry_after))] if limited.retry_after else []
+        return self._refuse(429, limited.reason, limited.message, headers)
 
     def _refuse(self, status: int, error: str, message: str,
                 headers: Iterable[tuple[str, str]] = (), metric: str | None = None) -> Refused:

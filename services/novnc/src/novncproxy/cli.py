@@ -17,6 +17,7 @@ from console_common.runtime.keys import curve_client
 from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
+from console_common.sessions.limits import LimitPolicy, SessionClock
 from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
@@ -28,7 +29,10 @@ OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only
            "key", "web", "console_allowed_origins", "trusted_proxies", "max_sessions",
            "websocket_max_message", "request_head_timeout", "request_head_max",
            "target_connect_timeout", "graceful_timeout", "workers",
-           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file")
+           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
+           "session_idle_timeout", "session_max_age", "max_sessions_per_token",
+           "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
+           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +82,8 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
                      policy=OriginPolicy.from_config(config.console_allowed_origins,
                                                      config.trusted_proxies),
                      novnc_dir=novnc_dir, max_message=config.websocket_max_message,
-                     connect_timeout=config.target_connect_timeout)
+                     connect_timeout=config.target_connect_timeout,
+                     limits=LimitPolicy.from_config(config))
     pool = gevent.pool.Pool(config.max_sessions)
     server = ProxyServer(sock, app, pool=pool, head_max=config.request_head_max,
                          head_timeout=config.request_head_timeout,
@@ -92,6 +97,7 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
              workers=config.workers, fd_limit=fd_limit)
     control = Control(app.sessions, bus, config.consoleauth_events_url, "novncproxy")
     control.start()
+    SessionClock(app.limits, app.sessions).start()  # idle and age limits (if set)
     app.control = control
     shutdown = Shutdown().install()
     notify_ready()

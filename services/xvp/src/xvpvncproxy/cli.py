@@ -19,6 +19,7 @@ from console_common.runtime.keys import curve_client
 from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
+from console_common.sessions.limits import LimitPolicy, SessionClock
 from console_common.sessions.runner import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
@@ -28,7 +29,10 @@ from xvpvncproxy.server import XvpProxy, metrics_app
 OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
            "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
            "request_head_max", "target_connect_timeout", "graceful_timeout", "workers",
-           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file")
+           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
+           "session_idle_timeout", "session_max_age", "max_sessions_per_token",
+           "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
+           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds")
 BACKLOG = 1024
 
 
@@ -60,7 +64,8 @@ def _serve(config: Any, log: Any, socks: list[Any], curve: Any) -> int:
     sessions = SessionRegistry(metrics)
     proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,
                      head_timeout=config.request_head_timeout,
-                     connect_timeout=config.target_connect_timeout)
+                     connect_timeout=config.target_connect_timeout,
+                     limits=LimitPolicy.from_config(config))
     servers = [StreamServer(socks[0], proxy.handle, spawn=pool)]
     if len(socks) > 1:
         # /metrics and /healthz answer even when every session slot is taken.
@@ -76,6 +81,7 @@ def _serve(config: Any, log: Any, socks: list[Any], curve: Any) -> int:
              workers=config.workers)
     control = Control(sessions, bus, config.consoleauth_events_url, "xvpvncproxy")
     control.start()
+    SessionClock(proxy.limits, sessions).start()  # idle and age limits (if set)
     proxy.control = control
     shutdown = Shutdown().install()
     notify_ready()

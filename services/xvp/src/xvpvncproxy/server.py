@@ -22,8 +22,10 @@ import structlog
 from console_common.net.bus import BusClient
 from console_common.sessions.admission import Denial, Denied, check_console_token
 from console_common.sessions.control import Control
+from console_common.sessions.limits import ClientGate, Limited, LimitPolicy, concurrency
 from console_common.proto.bus.messages import ConnectInfo
 from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
+from console_common.proto.tokens import token_hash
 from console_common.sessions.metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
 from console_common.net.relay import TcpStream
 from console_common.sessions.runner import Session, SessionRegistry
@@ -40,6 +42,7 @@ ANSWERS = {
     400: b"HTTP/1.1 400 Invalid Request\r\n\r\n",
     401: b"HTTP/1.1 401 Not Authorized\r\n\r\n",
     408: b"HTTP/1.1 408 Request Timeout\r\n\r\n",
+    429: b"HTTP/1.1 429 Too Many Requests\r\n\r\n",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n",
     502: b"HTTP/1.1 502 Bad Gateway\r\n\r\n",
     503: b"HTTP/1.1 503 Service Unavailable\r\n\r\n",
@@ -49,9 +52,15 @@ ANSWERS = {
 class Refused(Exception):
     """The client gets ``status`` (if it can still be told) and the connection closes."""
 
-    def __init__(self, status: int | None, reason: str) -> None:
+    def __init__(self, status: int | None, reason: str, metric: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
+        self.metric, self.retry_after = metric, retry_after
+
+    @classmethod
+    def limited(cls, limited: Limited) -> Refused:
+        return cls(429, limited.message, limited.reason, limited.retry_after)
 
 
 def read_preamble(sock: socket.socket, max_size: int, timeout: float) -> tuple[Request, bytes]:
@@ -71,23 +80,30 @@ def read_preamble(sock: socket.socket, max_size: int, timeout: float) -> tuple[R
     return event, reader.trailing_data
 
 
-def admit(bus: BusClient, request: Request,
-          metrics: ProxyMetrics | None = None) -> tuple[str, ConnectInfo]:
+def admit(bus: BusClient, request: Request, metrics: ProxyMetrics | None = None,
+          on_invalid: Callable[[], object] | None = None) -> tuple[str, ConnectInfo]:
     """The token from the request target and its connect info, or ``Refused``."""
     token = query_param(request.target, "token")
     if not token:
         raise Refused(400, "no token in the request")
     checked = check_console_token(bus, token, CONSOLE_TYPE, metrics)
     if isinstance(checked, Denied):
-        raise Refused(503 if checked.kind is Denial.UNAVAILABLE else 401, checked.reason)
+        if checked.kind is Denial.UNAVAILABLE:
+            raise Refused(503, checked.reason)
+        if on_invalid is not None:
+            on_invalid()  # the ban counts it; this one still gets its 401
+        raise Refused(401, checked.reason)
     return token, checked
 
 
-def answer(sock: socket.socket, status: int) -> None:
+def answer(sock: socket.socket, status: int, retry_after: int | None = None) -> None:
     """Best effort: a client that already left is not an error of ours."""
+    data = ANSWERS[status]
+    if retry_after:
+        data = data[:-2] + f"Retry-After: {retry_after}\r\n\r\n".encode()
     try:
         with gevent.Timeout(2, TimeoutError):
-            sock.sendall(ANSWERS[status])
+            sock.sendall(data)
     except (OSError, TimeoutError):
         pass
 
@@ -96,8 +112,10 @@ class XvpProxy:
     """The StreamServer handler: ``StreamServer(listener, XvpProxy(...).handle, spawn=pool)``."""
 
     def __init__(self, bus: BusClient, metrics: ProxyMetrics, sessions: SessionRegistry, *,
-                 head_max: int, head_timeout: float, connect_timeout: float) -> None:
+                 head_max: int, head_timeout: float, connect_timeout: float,
+                 limits: LimitPolicy = LimitPolicy()) -> None:
         self._bus, self._metrics, self.sessions = bus, metrics, sessions
+        self.limits, self.gate = limits, ClientGate(limits)
         self._head_max, self._head_timeout = head_max, head_timeout
         self._connect_timeout = connect_timeout
         self.control: Control | None = None  # live control, set by the service (cli)
@@ -107,15 +125,26 @@ class XvpProxy:
         stream = TcpStream(sock)  # TCP_NODELAY from the first byte
         self._metrics.connections.inc()
         try:
+            if (limited := self.gate.arrive(client)) is not None:
+                raise Refused.limited(limited)
             request, early = read_preamble(sock, self._head_max, self._head_timeout)
             mark = self.control.mark() if self.control is not None else (None, 0)
-            token, info = admit(self._bus, request, self._metrics)
+            token, info = admit(self._bus, request, self._metrics,
+                                on_invalid=lambda: self.gate.invalid_token(client))
+            if (limited := concurrency(self.limits, self.sessions, client, token_hash(token),
+                                       info.instance_uuid)) is not None:
+                raise Refused.limited(limited)
         except Refused as exc:
-            self._metrics.refused(REASON_OF_STATUS.get(exc.status, "bad_request"))
-            log.info("xvp.refused", client=client, client_port=client_port, status=exc.status,
-                     reason=exc.reason)
+            reason = exc.metric or REASON_OF_STATUS.get(exc.status, "bad_request")
+            self._metrics.refused(reason)
+            if exc.metric:  # a limit: the reason names it, as on novncproxy
+                log.info("session.refused", client=client, client_port=client_port,
+                         status=exc.status, reason=exc.metric, detail=exc.reason)
+            else:
+                log.info("xvp.refused", client=client, client_port=client_port,
+                         status=exc.status, reason=exc.reason)
             if exc.status is not None:
-                answer(sock, exc.status)
+                answer(sock, exc.status, exc.retry_after)
             stream.close()
             return
         self._metrics.sessions.inc()

@@ -104,42 +104,36 @@ Observer = Callable[[bytes], bool]
 
 def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
          observe: Observer | None = None, chunk: int = CHUNK) -> None:
+    """Copy ``src`` to ``dst`` until EOF; ``totals[key]`` counts the bytes as they go (the
+    idle limit and the session list read it while the session runs)."""
     recv, sendall = src.recv, dst.sendall
-    n = 0
-    try:
-        while data := recv(chunk):
-            if observe is not None and not observe(data):
-                observe = None
-            sendall(data)  # blocks while dst is slow: back-pressure, no queue
-            n += len(data)
-            if (len(data) >= BULK and observe is None and _SPLICE
-                    and hasattr(src, "fill_pipe") and hasattr(dst, "send_pipe")):
-                # only a stream whose bytes pass unchanged can fill a pipe (not a
-                # WebSocket reader: its bytes need unmasking)
-                src_fd = src.splice_fd  # type: ignore[attr-defined]
-                dst_fd = dst.splice_fd  # type: ignore[attr-defined]
-                if src_fd is not None and dst_fd is not None:
-                    moved = [0]
-                    try:
-                        _splice_pump(src_fd, dst_fd, src, dst, moved)
-                    finally:
-                        n += moved[0]
-                    break
-    finally:
-        totals[key] += n
+    while data := recv(chunk):
+        if observe is not None and not observe(data):
+            observe = None
+        sendall(data)  # blocks while dst is slow: back-pressure, no queue
+        totals[key] += len(data)
+        if (len(data) >= BULK and observe is None and _SPLICE
+                and hasattr(src, "fill_pipe") and hasattr(dst, "send_pipe")):
+            # only a stream whose bytes pass unchanged can fill a pipe (not a
+            # WebSocket reader: its bytes need unmasking)
+            src_fd = src.splice_fd  # type: ignore[attr-defined]
+            dst_fd = dst.splice_fd  # type: ignore[attr-defined]
+            if src_fd is not None and dst_fd is not None:
+                _splice_pump(src_fd, dst_fd, src, dst, totals, key)
+                break
     dst.shutdown_write()  # pass the EOF on, keep the other direction open
 
 
 def _splice_pump(src_fd: int, dst_fd: int, src: Stream, dst: Stream,
-                 moved: list[int]) -> None:
-    """The rest of a direction through a pipe, until EOF; ``moved[0]`` counts bytes sent."""
+                 totals: Counter[str], key: str) -> None:
+    """The rest of a direction through a pipe, until EOF; counted in ``totals[key]``."""
     pipe = splice.Pipe(src_fd, dst_fd)
     fill_pipe = src.fill_pipe  # type: ignore[attr-defined]
     send_pipe = dst.send_pipe  # type: ignore[attr-defined]
     try:
         while n := fill_pipe(pipe, splice.PIPE_SIZE):
             send_pipe(pipe)  # waits while dst is slow: the pipe is the only buffer
-            moved[0] += n
+            totals[key] += n
     finally:
         pipe.close()
 

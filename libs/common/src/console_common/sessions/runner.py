@@ -52,6 +52,7 @@ log = structlog.get_logger("session")
 
 # A session cut from outside: the reason is also what the client is told, in the proxy's words.
 SHUTDOWN, REVOKED, DISCONNECTED = "shutdown", "revoked", "disconnected"
+IDLE_TIMEOUT, MAX_AGE = "idle_timeout", "max_age"  # sessions.limits
 
 
 class Session:
@@ -136,6 +137,9 @@ class Session:
                               desktop_name=info["desktop_name"])
             log.info("session.end", **fields)
         return result
+
+    def age(self) -> float:
+        return self._clock() - self._started
 
     def row(self) -> dict[str, Any]:
         """What consoleauth's session list shows of it."""

@@ -101,6 +101,15 @@ def _positive_float() -> fields.Float:
                                                 error="expected a number of seconds > 0"))
 
 
+def _non_negative_float() -> fields.Float:
+    return fields.Float(validate=validate.Range(min=0, error="expected a number >= 0 (0: off)"))
+
+
+def _non_negative_int() -> fields.Integer:
+    return fields.Integer(validate=validate.Range(min=0, error="expected a whole number >= 0 "
+                                                  "(0: unlimited)"))
+
+
 def _positive_int(error: str) -> fields.Integer:
     return fields.Integer(validate=validate.Range(min=1, error=error))
 
@@ -206,6 +215,30 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
          "Peers whose X-Forwarded-For/-Proto headers are believed (comma list).", metavar="ADDRS"),
     _opt("max_sessions", lambda: _positive_int("expected a whole number >= 1"), 20000,
          "Most concurrent console sessions one proxy process serves.", metavar="N"),
+    _opt("session_idle_timeout", _non_negative_float, 0.0,
+         "End a console session after this many seconds without payload either way "
+         "(pings do not count); 0: never.", metavar="SECONDS"),
+    _opt("session_max_age", _non_negative_float, 0.0,
+         "End a console session after this many seconds; 0: never.", metavar="SECONDS"),
+    _opt("max_sessions_per_token", _non_negative_int, 0,
+         "Open sessions one console token may have (this proxy process); 0: unlimited.",
+         metavar="N"),
+    _opt("max_sessions_per_instance", _non_negative_int, 0,
+         "Open sessions one instance may have (this proxy process); 0: unlimited.",
+         metavar="N"),
+    _opt("max_sessions_per_client", _non_negative_int, 0,
+         "Open sessions one client address may have (this proxy process); 0: unlimited.",
+         metavar="N"),
+    _opt("handshake_rate_per_client", _non_negative_float, 0.0,
+         "New connections per second per client address, bursts up to twice that; "
+         "0: unlimited.", metavar="RATE"),
+    _opt("invalid_token_ban_after", _non_negative_int, 0,
+         "Ban a client address after this many invalid tokens within "
+         "invalid_token_ban_window; 0: never.", metavar="N"),
+    _opt("invalid_token_ban_window", _positive_float, 60.0,
+         "Window for invalid_token_ban_after, in seconds.", metavar="SECONDS"),
+    _opt("invalid_token_ban_seconds", _positive_float, 300.0,
+         "How long a ban lasts (429 with Retry-After), in seconds.", metavar="SECONDS"),
     _opt("workers", lambda: fields.Integer(validate=validate.Range(
         1, 256, error="expected a whole number of processes, 1-256")), 1,
          "Proxy worker processes, each with its own event loop, sharing the ports "

@@ -1,0 +1,100 @@
+"""The limit rules (console_common.sessions.limits), pure, with a clock the test moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from console_common.sessions.limits import (ClientGate, LimitPolicy, SessionClock,
+                                            concurrency)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_allows_bursts_of_twice_the_rate_then_refills() -> None:
+    clock = Clock()
+    gate = ClientGate(LimitPolicy(rate_per_client=2), clock)
+    assert [gate.arrive("10.0.0.1") for _ in range(4)] == [None] * 4  # burst: 2 x 2
+    limited = gate.arrive("10.0.0.1")
+    assert limited is not None and limited.reason == "limit_rate"
+    assert limited.retry_after == 1
+    assert gate.arrive("10.0.0.2") is None  # per address
+    clock.now += 0.5  # one token back
+    assert gate.arrive("10.0.0.1") is None
+    assert gate.arrive("10.0.0.1") is not None
+
+
+def test_the_nth_invalid_token_bans_for_the_ban_time() -> None:
+    clock = Clock()
+    gate = ClientGate(LimitPolicy(ban_after=3, ban_window=10, ban_seconds=30), clock)
+    assert [gate.invalid_token("c") for _ in range(2)] == [False, False]
+    assert gate.arrive("c") is None
+    clock.now += 11  # the window slides: the first two no longer count
+    assert gate.invalid_token("c") is False
+    assert gate.invalid_token("c") is False
+    assert gate.invalid_token("c") is True  # the third within 10 s: banned from now
+    banned = gate.arrive("c")
+    assert banned is not None and banned.reason == "banned" and banned.retry_after == 30
+    clock.now += 29.5
+    assert gate.arrive("c").retry_after == 1
+    clock.now += 0.6
+    assert gate.arrive("c") is None
+
+
+def test_off_by_default_and_memory_is_bounded() -> None:
+    gate = ClientGate(LimitPolicy())
+    assert not gate.active and gate.arrive("x") is None and gate.invalid_token("x") is False
+    small = ClientGate(LimitPolicy(rate_per_client=1), Clock(), max_clients=100)
+    for n in range(1000):
+        small.arrive(f"10.0.{n // 256}.{n % 256}")
+    assert len(small._clients) == 100
+
+
+@dataclass
+class FakeSession:
+    client: str = "c"
+    token_hash: str = "t"
+    instance_uuid: str = "i"
+    session_id: str = "s"
+    bytes_up: int = 0
+    bytes_down: int = 0
+    started_age: list[float] = field(default_factory=lambda: [0.0])
+
+    def age(self) -> float:
+        return self.started_age[0]
+
+
+def test_concurrency_limits_per_token_instance_and_client() -> None:
+    open_ = [FakeSession(client="a", token_hash="t1", instance_uuid="vm")]
+    assert concurrency(LimitPolicy(), open_, "a", "t1", "vm") is None
+    assert concurrency(LimitPolicy(per_token=1), open_, "b", "t1", "x").reason == "limit_token"
+    assert concurrency(LimitPolicy(per_token=1), open_, "a", "t2", "vm") is None
+    limited = concurrency(LimitPolicy(per_instance=1), open_, "b", "t2", "vm")
+    assert limited.reason == "limit_instance"
+    assert limited.message == "too many console sessions for this instance"
+    assert concurrency(LimitPolicy(per_client=2), open_, "a", "t2", "x") is None
+    assert concurrency(LimitPolicy(per_client=1), open_, "a", "t2", "x").reason == "limit_client"
+
+
+def test_session_clock_cuts_idle_and_old_sessions() -> None:
+    clock = Clock()
+    busy, idle, old = FakeSession(session_id="busy"), FakeSession(session_id="idle"), \
+        FakeSession(session_id="old")
+    sessions = [busy, idle, old]
+    watch = SessionClock(LimitPolicy(idle_timeout=10, max_age=60), sessions, clock)
+    assert watch.tick == 1.0
+    assert watch.check() == []
+    for _ in range(3):
+        clock.now += 4
+        busy.bytes_down += 100  # payload keeps it alive
+        old.bytes_up += 1
+        old.started_age[0] += 30  # 90 s old by the last check
+        cut = watch.check()
+    assert (idle, "idle_timeout") in cut and (old, "max_age") in cut
+    assert all(s is not busy for s, _ in cut)
+    assert SessionClock(LimitPolicy(), sessions).active is False
