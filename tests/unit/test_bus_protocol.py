@@ -350,3 +350,30 @@ def test_connect_info_fields_are_declared_once_and_derived():
     record = TokenRecord.authorized(args, 2.5)
     assert isinstance(record, ConnectInfo) and record.compute_url == "tcp://c:1"
     assert record.connect_info() == ConnectInfo("novnc", "h", 5900, "u", 2.5, None)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"xx", "not JSON"), (b"[1]", "not a JSON object"), (b'{"v": 2}', "version 1"),
+    (b'{"v": 1, "epoch": "", "head": 1}', "lacks epoch"),
+    (b'{"v": 1, "epoch": "e", "head": -1}', "lacks epoch"),
+    (b'{"v": 1, "epoch": "e", "head": 1, "event": {"seq": 0, "kind": "revoke", "at": 1.0}}',
+     "bad event"),
+    (b'{"v": 1, "epoch": "e", "head": 1, "event": {"seq": 1, "kind": "nuke", "at": 1.0}}',
+     "bad event"),
+    (b"{" + b" " * 70000 + b"}", "exceeds"),
+])
+def test_published_events_refuse_garbage_with_a_clear_error(data: bytes, message: str) -> None:
+    from console_common.proto.bus.events import decode_published
+
+    with pytest.raises(BusProtocolError, match=message):
+        decode_published(data)
+
+
+def test_published_events_round_trip() -> None:
+    from console_common.proto.bus.events import decode_published, encode_published
+
+    event = {"seq": 4, "kind": "disconnect", "at": 2.5, "instance_uuid": None,
+             "token_hash": None, "session_ids": ["abc"], "client": "10.0.0.1"}
+    got = decode_published(encode_published("ep", 4, event))
+    assert (got.epoch, got.head, got.event) == ("ep", 4, event)
+    assert decode_published(encode_published("ep", 9)).event is None

@@ -16,10 +16,9 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from console_common.proto.bus.errors import BusProtocolError
+from console_common.proto.bus.errors import BadRequest, BusProtocolError
 from console_common.proto.bus.messages import VERSION, EventSchema
-
-MAX_PUBLISHED = 64 * 1024
+from console_common.proto.bus.protocol import load_object
 _EVENT = EventSchema()
 
 
@@ -39,13 +38,11 @@ def encode_published(epoch: str, head: int, event: dict[str, Any] | None = None)
 
 def decode_published(data: bytes) -> Published:
     """Bytes from an events socket -> Published, or BusProtocolError naming what is wrong."""
-    if len(data) > MAX_PUBLISHED:
-        raise BusProtocolError(f"event message of {len(data)} bytes")
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BusProtocolError(f"event message is not JSON: {exc}") from exc
-    if not isinstance(obj, dict) or obj.get("v") != VERSION:
+        obj = load_object(data, "event message")
+    except BadRequest as exc:
+        raise BusProtocolError(exc.message) from exc
+    if obj.get("v") != VERSION:
         raise BusProtocolError("event message is not a version 1 object")
     epoch, head = obj.get("epoch"), obj.get("head")
     if type(epoch) is not str or not 0 < len(epoch) <= 32 or type(head) is not int or head < 0:

@@ -63,7 +63,8 @@ def _errors(exc: ValidationError) -> str:
     return "; ".join(map(str, msgs))
 
 
-def _load_json(data: bytes, what: str) -> dict[str, Any]:
+def load_object(data: bytes, what: str) -> dict[str, Any]:
+    """One JSON object of at most MAX_MESSAGE bytes (UTF-8), or BadRequest saying why."""
     if len(data) > MAX_MESSAGE:
         raise BadRequest(f"{what} of {len(data)} bytes exceeds {MAX_MESSAGE}")
     try:
@@ -170,7 +171,7 @@ def _plain_check_tokens(obj: dict[str, Any], known: frozenset[str] | None) -> Re
 
 def decode_request(data: bytes, known: frozenset[str] | None = None) -> Request:
     """Bytes from a client -> Request with loaded args; raises a RemoteError to reply with."""
-    obj = _load_json(data, "request")
+    obj = load_object(data, "request")
     if (fast := _plain_check_token(obj, known)) is not None:
         return fast
     if (fast := _plain_check_tokens(obj, known)) is not None:
@@ -259,7 +260,7 @@ def _plain_envelope(obj: dict[str, Any]) -> bool:
 def decode_reply(data: bytes, method: str, id: str | None = None) -> Any:
     """Bytes from a server -> the method's loaded result, or raise its RemoteError."""
     try:
-        obj = _load_json(data, "reply")
+        obj = load_object(data, "reply")
     except BadRequest as exc:
         raise BusProtocolError(f"bad reply to {method}: {exc}") from exc
     if _plain_envelope(obj):
