@@ -118,8 +118,6 @@ def _purge_loop(state: State, log: structlog.BoundLogger) -> None:
             log.info("store.purged", expired=purged)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def _warn_if_open(log: Any, *endpoints: str) -> None:
@@ -130,3 +128,7 @@ def _warn_if_open(log: Any, *endpoints: str) -> None:
                 ("ipc://", "inproc://")):
             log.warning("bus.insecure", endpoint=endpoint,
                         hint="set bus_secret_key_file and bus_authorized_keys_dir (CURVE)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
