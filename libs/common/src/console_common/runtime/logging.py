@@ -92,7 +92,9 @@ def configure(service: str, fmt: str = "auto", level: str = "info",
         processors=[*shared, structlog.processors.StackInfoRenderer(), *exc,
                     structlog.processors.UnicodeDecoder(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(levelno),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # one write() per line (print() makes two): pre-fork workers share the stream, and
+        # an O_APPEND file keeps each single write whole, so lines never interleave
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
     # Third-party stdlib logging and warnings rendered by the same chain.
