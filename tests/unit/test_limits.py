@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from console_common.proto.tokens import token_hash
 from console_common.sessions.limits import (ClientGate, LimitPolicy, SessionClock,
                                             concurrency)
 
@@ -70,7 +71,7 @@ class FakeSession:
 
 
 def test_concurrency_limits_per_token_instance_and_client() -> None:
-    open_ = [FakeSession(client="a", token_hash="t1", instance_uuid="vm")]
+    open_ = [FakeSession(client="a", token_hash=token_hash("t1"), instance_uuid="vm")]
     assert concurrency(LimitPolicy(), open_, "a", "t1", "vm") is None
     assert concurrency(LimitPolicy(per_token=1), open_, "b", "t1", "x").reason == "limit_token"
     assert concurrency(LimitPolicy(per_token=1), open_, "a", "t2", "vm") is None

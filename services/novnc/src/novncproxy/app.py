@@ -30,7 +30,6 @@ import structlog
 from console_common.net.bus import BusClient
 from console_common.proto.bus import BusError, ConnectInfo
 from console_common.proto.httphead import Request
-from console_common.proto.tokens import token_hash
 from console_common.sessions.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.net.relay import Stream, TcpStream
@@ -230,7 +229,7 @@ class ConsoleApp:
             if checked.status == 403:
                 self.gate.invalid_token(client)  # the ban counts; this one still gets 403
             return checked
-        if (limited := concurrency(self.limits, self.sessions, client, token_hash(token),
+        if (limited := concurrency(self.limits, self.sessions, client, token,
                                    checked.instance_uuid)) is not None:
             return self._limited(limited)
         return Admitted(accept, token, checked, client, peer_port if client == peer else None,

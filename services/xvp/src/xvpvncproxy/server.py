@@ -25,7 +25,6 @@ from console_common.sessions.control import Control
 from console_common.sessions.limits import ClientGate, Limited, LimitPolicy, concurrency
 from console_common.proto.bus.messages import ConnectInfo
 from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
-from console_common.proto.tokens import token_hash
 from console_common.sessions.metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
 from console_common.net.relay import TcpStream
 from console_common.sessions.runner import Session, SessionRegistry
@@ -131,7 +130,7 @@ class XvpProxy:
             mark = self.control.mark() if self.control is not None else (None, 0)
             token, info = admit(self._bus, request, self._metrics,
                                 on_invalid=lambda: self.gate.invalid_token(client))
-            if (limited := concurrency(self.limits, self.sessions, client, token_hash(token),
+            if (limited := concurrency(self.limits, self.sessions, client, token,
                                        info.instance_uuid)) is not None:
                 raise Refused.limited(limited)
         except Refused as exc:

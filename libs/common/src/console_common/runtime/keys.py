@@ -34,7 +34,7 @@ def curve_server(config: Any, prog: str) -> CurveServer | None:
     try:
         return CurveServer.load(secret, folder)
     except KeyError_ as exc:
-        _fail(prog, config, "bus_secret_key_file" if secret in str(exc)
+        _fail(prog, config, "bus_secret_key_file" if exc.path == secret
               else "bus_authorized_keys_dir", str(exc))
 
 
@@ -51,5 +51,5 @@ def curve_client(config: Any, prog: str, server_key: str = "bus_server_key_file"
     try:
         return CurveClient.load(secret, public)
     except KeyError_ as exc:
-        _fail(prog, config, "bus_secret_key_file" if secret in str(exc) else server_key,
+        _fail(prog, config, "bus_secret_key_file" if exc.path == secret else server_key,
               str(exc))

@@ -7,7 +7,7 @@ instance (this process's), and the per-session idle and age limits.
         answer 429 (limited.retry_after -> Retry-After)
     ...check the token...
     if invalid: gate.invalid_token(client)                  # may start a ban (logged once)
-    if (limited := concurrency(policy, registry, client, token_hash, instance)):
+    if (limited := concurrency(policy, registry, client, token, instance)):
         answer 429
 
 Every option is 0 (off) by default, so deployments and benchmarks keep working; the
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+
+from console_common.proto.tokens import token_hash
 
 log = structlog.get_logger("limits")
 
@@ -132,15 +134,17 @@ class ClientGate:
         return False
 
 
-def concurrency(policy: LimitPolicy, sessions: Iterable[Any], client: str, token_hash: str,
+def concurrency(policy: LimitPolicy, sessions: Iterable[Any], client: str, token: str,
                 instance_uuid: str) -> Limited | None:
-    """Whether one more session would pass this process's open-session limits."""
+    """Whether one more session would pass this process's open-session limits (nothing
+    computed when none is set: this runs on every admission)."""
     if not (policy.per_client or policy.per_token or policy.per_instance):
         return None
+    hashed = token_hash(token) if policy.per_token else None
     by_client = by_token = by_instance = 0
     for session in sessions:
         by_client += session.client == client
-        by_token += session.token_hash == token_hash
+        by_token += session.token_hash == hashed
         by_instance += session.instance_uuid == instance_uuid
     if policy.per_token and by_token >= policy.per_token:
         return Limited("limit_token", "too many console sessions for this token")

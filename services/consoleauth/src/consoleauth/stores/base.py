@@ -5,13 +5,12 @@ Stores are keyed by the token's SHA-256 (``token_hash``): none ever sees or keep
 
 from __future__ import annotations
 
-import operator
 from dataclasses import asdict
 from typing import Any, Protocol
 
 import gevent.event
 import structlog
-from console_common.proto.bus.messages import (CONNECT_INFO_FIELDS, ORIGIN_FIELDS, ConnectInfo,
+from console_common.proto.bus.messages import (ORIGIN_FIELDS, ConnectInfo, connect_info_values,
                                                derive, field_names)
 
 log = structlog.get_logger("consoleauth")
@@ -28,7 +27,7 @@ def _live(self: Any, now: float) -> bool:
 
 def _connect_info(self: Any) -> ConnectInfo:
     """The answer to a check: this record's connect-info fields."""
-    return ConnectInfo(*_connect_values(self))
+    return ConnectInfo(*connect_info_values(self))
 
 
 @classmethod  # type: ignore[misc]
@@ -43,7 +42,6 @@ def _authorized(cls: Any, args: Any, expires_at: float) -> Any:
 TokenRecord = derive("TokenRecord", ConnectInfo, add=ORIGIN_FIELDS, to_dict=_to_dict,
                      live=_live, connect_info=_connect_info, authorized=_authorized)
 _RECORD_FIELDS = field_names(TokenRecord)
-_connect_values = operator.attrgetter(*CONNECT_INFO_FIELDS)
 
 
 class StoreUnavailable(Exception):

@@ -41,16 +41,21 @@ RESCAN_S = 1.0
 
 
 class KeyError_(ValueError):
-    """A key file that cannot be used (missing, unreadable, not a certificate)."""
+    """A key file or folder that cannot be used (missing, unreadable, not a certificate);
+    ``path`` names it, so config errors can name the option that gave it."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
 
 
 def _load(path: str, secret: bool) -> tuple[bytes, bytes | None]:
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
-        raise KeyError_(f"{path}: not a ZeroMQ certificate ({exc})") from exc
+        raise KeyError_(path, f"not a ZeroMQ certificate ({exc})") from exc
     if secret and secret_key is None:
-        raise KeyError_(f"{path}: holds no secret key (give the .key_secret file)")
+        raise KeyError_(path, "holds no secret key (give the .key_secret file)")
     return public, secret_key
 
 
@@ -111,7 +116,7 @@ class CurveServer:
     def load(cls, secret_file: str, authorized_dir: str) -> CurveServer:
         public, secret = _load(secret_file, secret=True)
         if not os.path.isdir(authorized_dir):
-            raise KeyError_(f"{authorized_dir}: not a directory of <role>/ folders")
+            raise KeyError_(authorized_dir, "not a directory of <role>/ folders")
         return cls(public, secret, KeyRing(authorized_dir))  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:

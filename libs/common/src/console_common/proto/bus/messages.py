@@ -7,6 +7,7 @@ what they receive through these schemas; unknown fields are refused (marshmallow
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from dataclasses import fields as dataclass_fields
@@ -112,7 +113,10 @@ class Wire:
 
 def wire(kind: type, **rule: Any) -> Any:
     """A dataclass field with its wire rule; optional fields default to None."""
-    spec = Wire(kind, **rule)
+    return _field(Wire(kind, **rule))
+
+
+def _field(spec: Wire) -> Any:
     if spec.optional:
         return field(default=None, metadata={"wire": spec})
     return field(metadata={"wire": spec})
@@ -120,12 +124,8 @@ def wire(kind: type, **rule: Any) -> Any:
 
 def _wire_fields(cls: type, drop: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
     """cls's fields as make_dataclass specs (fresh Field objects, same rules)."""
-    return [(f.name, f.type, wire(f.metadata["wire"].kind, **_rule(f.metadata["wire"])))
+    return [(f.name, f.type, _field(f.metadata["wire"]))
             for f in dataclass_fields(cls) if f.name not in drop]
-
-
-def _rule(spec: Wire) -> dict[str, Any]:
-    return {k: getattr(spec, k) for k in ("optional", "min_len", "max_len", "choices", "span")}
 
 
 def derive(name: str, base: type | None = None, drop: tuple[str, ...] = (),
@@ -133,7 +133,7 @@ def derive(name: str, base: type | None = None, drop: tuple[str, ...] = (),
     """A frozen dataclass made of ``base``'s fields (less ``drop``) and ``add``'s: subclass
     of ``base`` when nothing is dropped, so a TokenRecord is a ConnectInfo."""
     specs = _wire_fields(base, drop) if base is not None and drop else []
-    specs += [(n, t, wire(s.kind, **_rule(s))) for n, t, s in add]
+    specs += [(name, kind, _field(spec)) for name, kind, spec in add]
     bases = (base,) if base is not None and not drop else ()
     return make_dataclass(name, specs, bases=bases, frozen=True, slots=True,
                           namespace=namespace)
@@ -211,6 +211,8 @@ AuthorizeArgsSchema = schema_for(AuthorizeArgs)
 ConnectInfoSchema = schema_for(ConnectInfo)
 fast_connect_info = fast_loader(ConnectInfo)
 CONNECT_INFO_FIELDS = field_names(ConnectInfo)
+# ConnectInfo's values in field order, from a ConnectInfo or anything extending it
+connect_info_values = operator.attrgetter(*CONNECT_INFO_FIELDS)
 
 
 class AuthorizeResultSchema(_Strict):

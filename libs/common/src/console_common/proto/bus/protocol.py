@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from console_common.proto.bus.messages import (
     CheckTokenArgs,
     CONNECT_INFO_FIELDS,
     ConnectInfo,
+    connect_info_values,
     METHODS,
     VERSION,
     ReplySchema,
@@ -201,11 +201,8 @@ def request_id(data: bytes) -> str | None:
     return rid if isinstance(rid, str) and len(rid) <= 64 else None
 
 
-_connect_info_values = operator.attrgetter(*CONNECT_INFO_FIELDS)
-
-
 def _connect_info_dict(info: ConnectInfo) -> dict[str, Any]:
-    return dict(zip(CONNECT_INFO_FIELDS, _connect_info_values(info)))
+    return dict(zip(CONNECT_INFO_FIELDS, connect_info_values(info)))
 
 
 def _batch_item(item: Any) -> dict[str, Any]:
