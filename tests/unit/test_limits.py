@@ -99,3 +99,70 @@ def test_session_clock_cuts_idle_and_old_sessions() -> None:
     assert (idle, "idle_timeout") in cut and (old, "max_age") in cut
     assert all(s is not busy for s, _ in cut)
     assert SessionClock(LimitPolicy(), sessions).active is False
+
+
+class FakeWs:
+    """What the clock sees of a WebSocket client stream."""
+
+    def __init__(self) -> None:
+        self.ping_unanswered_since: float | None = None
+        self.pings: list[float] = []
+
+    def ping(self, now: float) -> None:
+        self.pings.append(now)
+        if self.ping_unanswered_since is None:
+            self.ping_unanswered_since = now
+
+
+@dataclass
+class StreamSession(FakeSession):
+    client_stream: object = None
+    sending_down: bool = False
+
+
+def test_session_clock_pings_and_finds_dead_peers() -> None:
+    clock = Clock()
+    alive, dead = FakeWs(), FakeWs()
+    sessions = [StreamSession(session_id="alive", client_stream=alive),
+                StreamSession(session_id="dead", client_stream=dead),
+                StreamSession(session_id="xvp", client_stream=object())]  # no ping: TCP
+    watch = SessionClock(LimitPolicy(ping_interval=20, ping_timeout=30), sessions, clock)
+    assert watch.tick == 1.0
+    assert watch.check() == []
+    cut: list = []
+    for _ in range(60):  # a minute, a check a second
+        clock.now += 1
+        cut = watch.check()
+        alive.ping_unanswered_since = None  # its pong came back
+        if cut:
+            break
+    assert len(alive.pings) == 2 and alive.pings[1] - alive.pings[0] == 20
+    assert cut == [(sessions[1], "peer_dead")]
+    assert clock.now - dead.pings[0] == 30  # cut when its first ping was 30 s unanswered
+    # pings alone do not make a session busy: the idle limit still applies
+    idle = SessionClock(LimitPolicy(ping_interval=1, idle_timeout=5), sessions[:1], clock)
+    assert idle.check() == []  # first seen now
+    for _ in range(5):
+        clock.now += 1
+        cut = idle.check()
+    assert cut == [(sessions[0], "idle_timeout")]
+
+
+def test_session_clock_cuts_a_client_that_takes_nothing() -> None:
+    clock = Clock()
+    stalled = StreamSession(session_id="stalled")
+    slow = StreamSession(session_id="slow")
+    quiet = StreamSession(session_id="quiet")  # nothing to send: idle, not stalled
+    watch = SessionClock(LimitPolicy(send_timeout=3), [stalled, slow, quiet], clock)
+    assert watch.tick == 0.75
+    stalled.sending_down = slow.sending_down = True
+    first_cut = None
+    for _ in range(8):
+        clock.now += 0.5
+        slow.bytes_down += 1000  # a slow reader, but a reader
+        cut = watch.check()
+        assert all(s is stalled for s, _ in cut)
+        if cut and first_cut is None:
+            first_cut = clock.now
+            assert cut == [(stalled, "client_stalled")]
+    assert first_cut == 1003.5  # stalled seen at 1000.5, cut 3 s later

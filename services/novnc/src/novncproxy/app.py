@@ -34,8 +34,9 @@ from console_common.sessions.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.net.relay import Stream, TcpStream
 from console_common.sessions.limits import ClientGate, Limited, LimitPolicy, concurrency
-from console_common.sessions.runner import (DISCONNECTED, IDLE_TIMEOUT, MAX_AGE, REVOKED,
-                                             SHUTDOWN, Session, SessionRegistry)
+from console_common.sessions.runner import (CLIENT_STALLED, DISCONNECTED, IDLE_TIMEOUT,
+                                            MAX_AGE, PEER_DEAD, REVOKED, SHUTDOWN,
+                                            Session, SessionRegistry)
 from console_common.net.target import TargetUnreachable, connect_target
 from console_common.sessions.admission import Denial, Denied, check_console_token
 from console_common.sessions.control import Control
@@ -84,6 +85,8 @@ CUT_CLOSES = {SHUTDOWN: (1001, "server shutting down"), REVOKED: (1008, "console
               DISCONNECTED: (1008, "console disconnected by operator"),
               IDLE_TIMEOUT: (1000, "console idle timeout"),
               MAX_AGE: (1000, "console session expired")}
+# a client that reads nothing cannot be told: its connection is cut without a close frame
+UNHEARD_CUTS = frozenset((PEER_DEAD, CLIENT_STALLED))
 
 
 
@@ -286,7 +289,10 @@ class ConsoleApp:
                 return
 
             def on_cut(reason: str) -> None:
-                ws.cut(*CUT_CLOSES.get(reason, (1008, reason)))
+                if reason in UNHEARD_CUTS:
+                    ws.abort()
+                else:
+                    ws.cut(*CUT_CLOSES.get(reason, (1008, reason)))
 
             session.on_cut = on_cut
             self.sessions.run(session, ws, _GuardedTarget(prepared.target, ws),

@@ -32,7 +32,8 @@ OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only
            "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
            "session_idle_timeout", "session_max_age", "max_sessions_per_token",
            "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
-           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds")
+           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
+           "client_send_timeout", "websocket_ping_interval", "websocket_ping_timeout")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +100,7 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
     control.start()
     SessionClock(app.limits, app.sessions).start()  # idle and age limits (if set)
     app.control = control
-    shutdown = Shutdown().install()
+    shutdown = Shutdown().install(on_reload=lambda: _reload_tls(config, log, server))
     notify_ready()
     shutdown.wait()
     log.info("service.stopping", signal=shutdown.signal, sessions=len(app.sessions))
@@ -110,6 +111,22 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
     bus.close()
     log.info("service.stop")
     return 0
+
+
+def _reload_tls(config: Any, log: Any, server: ProxyServer) -> None:
+    """SIGHUP: new handshakes use the certificate now in ``cert``/``key``; open sessions keep
+    theirs. A certificate that does not load is refused and the one in use kept."""
+    if server.tls is None:
+        log.info("service.reload", reloaded=False, detail="no TLS certificate configured")
+        return
+    try:
+        tls = tls_context(config.cert, config.key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        log.error("tls.reload_failed", cert=config.cert, error=str(exc),
+                  detail="the certificate in use is kept")
+        return
+    server.tls = tls
+    log.info("tls.reloaded", cert=config.cert)
 
 
 if __name__ == "__main__":

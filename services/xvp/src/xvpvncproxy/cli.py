@@ -32,7 +32,8 @@ OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvnc
            "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
            "session_idle_timeout", "session_max_age", "max_sessions_per_token",
            "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
-           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds")
+           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
+           "client_send_timeout")
 BACKLOG = 1024
 
 

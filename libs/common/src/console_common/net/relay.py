@@ -29,6 +29,22 @@ from console_common.net import splice
 CHUNK = 256 * 1024
 BULK = 64 * 1024  # a read this large means a bulk stream: worth a pipe (two descriptors)
 _SPLICE = splice.available()
+# TCP keepalive on client (xvp) and target sockets: a peer that vanished without a FIN or
+# RST (a powered-off host, a NAT that forgot the flow) is found within IDLE + INTVL * CNT
+# seconds instead of never, and idle-cutting middleboxes see traffic.
+KEEPALIVE_IDLE, KEEPALIVE_INTVL, KEEPALIVE_CNT = 30, 10, 3
+
+
+def tune_tcp(sock: socket.socket) -> None:
+    """TCP_NODELAY (VNC is interactive) and keepalive; nothing on a non-TCP socket."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTVL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_CNT)
+    except OSError:
+        pass  # not TCP (a unix socket in tests): nothing to tune
 
 
 class Stream(Protocol):
@@ -39,16 +55,13 @@ class Stream(Protocol):
 
 
 class TcpStream:
-    """A connected gevent TCP socket as a Stream (TCP_NODELAY: VNC is interactive)."""
+    """A connected gevent TCP socket as a Stream (TCP_NODELAY and keepalive: tune_tcp)."""
 
     __slots__ = ("sock", "recv", "sendall", "_pending")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not TCP (a unix socket in tests): nothing to tune
+        tune_tcp(sock)
         self.recv = sock.recv
         self.sendall = sock.sendall
         self._pending: list[bytes] = []
@@ -90,10 +103,13 @@ class TcpStream:
 
 
 class RelayResult:
-    __slots__ = ("totals", "reason", "error")
+    __slots__ = ("totals", "sending", "reason", "error")
 
     def __init__(self) -> None:
         self.totals: Counter[str] = Counter()
+        # per direction: a send is under way (the session clock tells a stalled client
+        # from an idle one: a send that stays under way while no bytes move)
+        self.sending: dict[str, bool] = {"bytes_up": False, "bytes_down": False}
         self.reason = "closed"
         self.error: BaseException | None = None
 
@@ -103,14 +119,20 @@ Observer = Callable[[bytes], bool]
 
 
 def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
-         observe: Observer | None = None, chunk: int = CHUNK) -> None:
+         observe: Observer | None = None, chunk: int = CHUNK,
+         sending: dict[str, bool] | None = None) -> None:
     """Copy ``src`` to ``dst`` until EOF; ``totals[key]`` counts the bytes as they go (the
-    idle limit and the session list read it while the session runs)."""
+    idle limit and the session list read it while the session runs); ``sending[key]`` is
+    true while a send waits on ``dst``."""
     recv, sendall = src.recv, dst.sendall
+    if sending is None:
+        sending = {}
     while data := recv(chunk):
         if observe is not None and not observe(data):
             observe = None
+        sending[key] = True
         sendall(data)  # blocks while dst is slow: back-pressure, no queue
+        sending[key] = False
         totals[key] += len(data)
         if (len(data) >= BULK and observe is None and _SPLICE
                 and hasattr(src, "fill_pipe") and hasattr(dst, "send_pipe")):
@@ -119,20 +141,22 @@ def pump(src: Stream, dst: Stream, totals: Counter[str], key: str,
             src_fd = src.splice_fd  # type: ignore[attr-defined]
             dst_fd = dst.splice_fd  # type: ignore[attr-defined]
             if src_fd is not None and dst_fd is not None:
-                _splice_pump(src_fd, dst_fd, src, dst, totals, key)
+                _splice_pump(src_fd, dst_fd, src, dst, totals, key, sending)
                 break
     dst.shutdown_write()  # pass the EOF on, keep the other direction open
 
 
 def _splice_pump(src_fd: int, dst_fd: int, src: Stream, dst: Stream,
-                 totals: Counter[str], key: str) -> None:
+                 totals: Counter[str], key: str, sending: dict[str, bool]) -> None:
     """The rest of a direction through a pipe, until EOF; counted in ``totals[key]``."""
     pipe = splice.Pipe(src_fd, dst_fd)
     fill_pipe = src.fill_pipe  # type: ignore[attr-defined]
     send_pipe = dst.send_pipe  # type: ignore[attr-defined]
     try:
         while n := fill_pipe(pipe, splice.PIPE_SIZE):
+            sending[key] = True
             send_pipe(pipe)  # waits while dst is slow: the pipe is the only buffer
+            sending[key] = False
             totals[key] += n
     finally:
         pipe.close()
@@ -195,12 +219,13 @@ def relay(client: Stream, target: Stream, drain: float = 5.0,
     """
     res = result or RelayResult()
     down = gevent.spawn(copy_context().run, _pump_quietly, target, client, res.totals,
-                        "bytes_down", observe_down)
+                        "bytes_down", observe_down, CHUNK, res.sending)
     watch = _DownWatch(gevent.getcurrent(), drain)
     down.rawlink(watch)
     try:
         try:
-            up_error = _pump_quietly(client, target, res.totals, "bytes_up", observe_up)
+            up_error = _pump_quietly(client, target, res.totals, "bytes_up", observe_up,
+                                     CHUNK, res.sending)
             up_done = True
         except _DownEnded:
             up_error, up_done = None, False

@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from typing import Any
 
 import gevent
@@ -46,8 +47,10 @@ from console_common.proto.websocket import (
     FrameReader,
     ParseFailed,
     Ping,
+    Pong,
     encode_binary,
     encode_close,
+    encode_ping,
     encode_pong,
 )
 
@@ -98,6 +101,9 @@ class WsStream:
         self.closed = False
         self.close_reason: str | None = None  # set when the client broke the protocol
         self.error = ""
+        # heartbeat (sessions.limits.SessionClock): since when a ping of ours is unanswered
+        self.ping_unanswered_since: float | None = None
+        self._pinging = False
 
     # --- reading -------------------------------------------------------------------------
 
@@ -137,6 +143,8 @@ class WsStream:
                         break
             elif kind is Ping:
                 self._send_control(encode_pong(event.payload, mask=self._mask()))
+            elif kind is Pong:
+                self.ping_unanswered_since = None  # any pong: the peer is alive
             elif kind is Close:
                 self.close_received = event.code
                 if self.close_sent is None:  # echo the peer's code (none for 1005)
@@ -190,6 +198,25 @@ class WsStream:
             pipe.send_header(self._sock, _binary_header(pipe.held))
             pipe.drain()
 
+    def ping(self, now: float | None = None) -> None:
+        """Send a ping from the session clock's greenlet without ever blocking it: the
+        frame goes out from a greenlet of its own (it may wait behind a data send to a
+        slow client), one at a time. The pong clears ``ping_unanswered_since``."""
+        if self._pinging or self.close_sent is not None:
+            return
+        if self.ping_unanswered_since is None:
+            self.ping_unanswered_since = time.monotonic() if now is None else now
+        self._pinging = True
+        gevent.spawn(self._ping)
+
+    def _ping(self) -> None:
+        try:
+            self._send_control(encode_ping(b"", mask=self._mask()))
+        except (OSError, ValueError):
+            pass  # the peer is gone: the relay sees it too, and the clock's deadline holds
+        finally:
+            self._pinging = False
+
     def _send_control(self, frame: bytes) -> None:
         if self.close_sent is not None:
             return
@@ -232,6 +259,13 @@ class WsStream:
         self._send_close(code, reason)
         shutdown_reads(self._sock)
 
+    def abort(self) -> None:
+        """End the session at once without a close frame, from another greenlet: for a
+        peer that reads nothing (stalled, or dead: no pong), so a send blocked on it fails
+        now rather than after the drain."""
+        self.close_sent = self.close_sent if self.close_sent is not None else 0
+        shutdown_reads(self._sock, socket.SHUT_RDWR)
+
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         if self.closed:
             return
@@ -243,9 +277,10 @@ class WsStream:
             self._sock.close()
 
 
-def shutdown_reads(sock: socket.socket) -> None:
-    """Make a reader blocked on ``sock`` see EOF. Done on a duplicate of the descriptor,
-    not through an SSL wrapper (whose shutdown() drops the TLS state first)."""
+def shutdown_reads(sock: socket.socket, how: int = socket.SHUT_RD) -> None:
+    """Make a reader blocked on ``sock`` see EOF (and with SHUT_RDWR a blocked writer fail).
+    Done on a duplicate of the descriptor, not through an SSL wrapper (whose shutdown()
+    drops the TLS state first)."""
     try:
         fd = sock.fileno()
         if fd < 0:
@@ -254,7 +289,7 @@ def shutdown_reads(sock: socket.socket) -> None:
     except OSError:
         return
     try:
-        dup.shutdown(socket.SHUT_RD)
+        dup.shutdown(how)
     except OSError:
         pass  # not connected any more: the reader sees that already
     finally:

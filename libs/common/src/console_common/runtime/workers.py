@@ -10,6 +10,7 @@ connection, and the kernel spreads new connections across the workers' listeners
 parent only supervises:
   - SIGTERM/SIGINT: passed to every worker, which drains as a single process would; the
     parent waits ``grace`` (+5 s) and then kills what is left;
+  - SIGHUP: passed to every worker (novncproxy reloads its certificate);
   - a worker that dies while serving is logged (``worker.died``) and replaced; one that
     dies before it said it was serving (``notify_ready``: its listeners and bus are up)
     is not, since its replacement would fail the same way: everything stops, exit 1.
@@ -161,6 +162,7 @@ class _Arbiter:
         # reaps them); os.waitpid (gevent's) hands their statuses over, polled below.
         self.handlers = [gevent.signal_handler(sig, self._on_signal, sig)
                          for sig in (signal.SIGTERM, signal.SIGINT)]
+        self.handlers.append(gevent.signal_handler(signal.SIGHUP, self._on_hup))
         for index in range(len(self.listeners.per_worker)):
             self._spawn(index)
         log.info("workers.start", workers=len(self.listeners.per_worker),
@@ -258,6 +260,11 @@ class _Arbiter:
 
     def _on_signal(self, sig: int) -> None:
         self._stop(signal.Signals(sig).name)
+
+    def _on_hup(self) -> None:
+        """SIGHUP (reload: novncproxy's certificate) is the workers' business: passed on."""
+        log.info("workers.reload", workers=len(self.children))
+        self._signal_all(signal.SIGHUP)
 
     def _stop(self, reason: str) -> None:
         if self.stopping is None:

@@ -43,6 +43,9 @@ class LimitPolicy:
     ban_after: int = 0              # the Nth invalid token within ban_window bans
     ban_window: float = 60.0
     ban_seconds: float = 300.0
+    ping_interval: float = 0.0      # s between WebSocket pings to the client, 0: none
+    ping_timeout: float = 0.0       # s a ping may stay unanswered (peer_dead), 0: never
+    send_timeout: float = 0.0       # s a send to the client may make no progress
 
     @classmethod
     def from_config(cls, config: Any) -> LimitPolicy:
@@ -55,7 +58,10 @@ class LimitPolicy:
                    rate_per_client=get("handshake_rate_per_client", 0.0),
                    ban_after=get("invalid_token_ban_after", 0),
                    ban_window=get("invalid_token_ban_window", 60.0),
-                   ban_seconds=get("invalid_token_ban_seconds", 300.0))
+                   ban_seconds=get("invalid_token_ban_seconds", 300.0),
+                   ping_interval=get("websocket_ping_interval", 0.0),
+                   ping_timeout=get("websocket_ping_timeout", 0.0),
+                   send_timeout=get("client_send_timeout", 0.0))
 
 
 @dataclass(frozen=True)
@@ -155,17 +161,32 @@ def concurrency(policy: LimitPolicy, sessions: Iterable[Any], client: str, token
     return None
 
 
+class _Seen:
+    __slots__ = ("moved", "changed", "stalled_since", "pinged")
+
+    def __init__(self, moved: int, now: float) -> None:
+        self.moved, self.changed = moved, now
+        self.stalled_since: float | None = None
+        self.pinged = now
+
+
 class SessionClock:
-    """One greenlet per proxy process ends sessions idle for ``idle_timeout`` or older than
-    ``max_age`` (checked every second, or a quarter of the shorter limit)."""
+    """One greenlet per proxy process watches every session's time (checked every second,
+    or a quarter of the shortest limit): ends sessions idle for ``idle_timeout`` or older
+    than ``max_age``; pings WebSocket clients every ``ping_interval`` and ends those whose
+    ping stays unanswered for ``ping_timeout`` (``peer_dead``); ends those whose console
+    has data for them that they have not taken for ``send_timeout`` (``client_stalled``).
+    One greenlet, not a timer per session: 10 000 idle sessions cost one loop a second."""
 
     IDLE, MAX_AGE = "idle_timeout", "max_age"
+    PEER_DEAD, STALLED = "peer_dead", "client_stalled"
 
     def __init__(self, policy: LimitPolicy, sessions: Any,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.policy, self.sessions, self._clock = policy, sessions, clock
-        self._seen: dict[str, tuple[int, float]] = {}  # session id -> (bytes, last change)
-        limits = [x for x in (policy.idle_timeout, policy.max_age) if x > 0]
+        self._seen: dict[str, _Seen] = {}
+        limits = [x for x in (policy.idle_timeout, policy.max_age, policy.ping_interval,
+                              policy.ping_timeout, policy.send_timeout) if x > 0]
         self.tick = min([1.0, *(x / 4 for x in limits)]) if limits else 0.0
 
     @property
@@ -173,21 +194,48 @@ class SessionClock:
         return self.tick > 0
 
     def check(self) -> list[tuple[Any, str]]:
-        """The sessions to cut now, with why; remembers activity."""
+        """The sessions to cut now, with why; remembers activity and sends due pings."""
         now, policy = self._clock(), self.policy
-        seen, cut = {}, []
+        seen: dict[str, _Seen] = {}
+        cut = []
         for session in self.sessions:
             moved = session.bytes_up + session.bytes_down
-            last_bytes, last_change = self._seen.get(session.session_id, (moved, now))
-            if moved != last_bytes:
-                last_change = now
-            seen[session.session_id] = (moved, last_change)
-            if policy.max_age and session.age() >= policy.max_age:
-                cut.append((session, self.MAX_AGE))
-            elif policy.idle_timeout and now - last_change >= policy.idle_timeout:
-                cut.append((session, self.IDLE))
+            state = self._seen.get(session.session_id)
+            if state is None:
+                state = _Seen(moved, now)
+            elif moved != state.moved:
+                state.moved, state.changed = moved, now
+                state.stalled_since = None
+            seen[session.session_id] = state
+            why = self._why(session, state, now, policy)
+            if why is not None:
+                cut.append((session, why))
         self._seen = seen
         return cut
+
+    def _why(self, session: Any, state: _Seen, now: float, policy: LimitPolicy) -> str | None:
+        if policy.max_age and session.age() >= policy.max_age:
+            return self.MAX_AGE
+        if policy.idle_timeout and now - state.changed >= policy.idle_timeout:
+            return self.IDLE
+        if policy.send_timeout:
+            if not session.sending_down:
+                state.stalled_since = None
+            elif state.stalled_since is None:
+                state.stalled_since = now
+            elif now - state.stalled_since >= policy.send_timeout:
+                return self.STALLED
+        stream = getattr(session, "client_stream", None)
+        ping = getattr(stream, "ping", None)
+        if ping is None:
+            return None  # not a WebSocket (xvp): TCP keepalive instead
+        since = stream.ping_unanswered_since
+        if policy.ping_timeout and since is not None and now - since >= policy.ping_timeout:
+            return self.PEER_DEAD
+        if policy.ping_interval and now - state.pinged >= policy.ping_interval:
+            state.pinged = now
+            ping(now)
+        return None
 
     def start(self) -> Any:
         """The checking greenlet (None when no limit is set)."""

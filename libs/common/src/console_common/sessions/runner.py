@@ -53,6 +53,7 @@ log = structlog.get_logger("session")
 # A session cut from outside: the reason is also what the client is told, in the proxy's words.
 SHUTDOWN, REVOKED, DISCONNECTED = "shutdown", "revoked", "disconnected"
 IDLE_TIMEOUT, MAX_AGE = "idle_timeout", "max_age"  # sessions.limits
+PEER_DEAD, CLIENT_STALLED = "peer_dead", "client_stalled"  # sessions.limits: nobody reads
 
 
 class Session:
@@ -82,6 +83,7 @@ class Session:
         self.on_cut: Callable[[str], None] | None = None
         self.cut_reason: str | None = None
         self.result: RelayResult | None = None
+        self.client_stream: Stream | None = None  # while relaying (the clock pings it)
         self.close_reason: str | None = None
         self._clock = clock
         self._started = clock()
@@ -116,6 +118,7 @@ class Session:
 
         result = RelayResult()
         self.result = result
+        self.client_stream = client
         try:
             relay(client, target, drain, observe_up=up, observe_down=down, result=result)
         finally:
@@ -174,6 +177,11 @@ class Session:
     @property
     def bytes_down(self) -> int:
         return self.result.totals["bytes_down"] if self.result else 0
+
+    @property
+    def sending_down(self) -> bool:
+        """A send to the client is under way (it waits while the client reads nothing)."""
+        return self.result.sending["bytes_down"] if self.result else False
 
     def _duration(self) -> float:
         return round(self._clock() - self._started, 3)

@@ -221,10 +221,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     _opt("session_max_age", _non_negative_float, 0.0,
          "End a console session after this many seconds; 0: never.", metavar="SECONDS"),
     _opt("max_sessions_per_token", _non_negative_int, 0,
-         "Open sessions one console token may have (this proxy process); 0: unlimited.",
+         "Open sessions one console token may have, across the cluster; 0: unlimited.",
          metavar="N"),
     _opt("max_sessions_per_instance", _non_negative_int, 0,
-         "Open sessions one instance may have (this proxy process); 0: unlimited.",
+         "Open sessions one instance may have, across the cluster; 0: unlimited.",
          metavar="N"),
     _opt("max_sessions_per_client", _non_negative_int, 0,
          "Open sessions one client address may have (this proxy process); 0: unlimited.",
@@ -239,6 +239,16 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
          "Window for invalid_token_ban_after, in seconds.", metavar="SECONDS"),
     _opt("invalid_token_ban_seconds", _positive_float, 300.0,
          "How long a ban lasts (429 with Retry-After), in seconds.", metavar="SECONDS"),
+    _opt("websocket_ping_interval", _non_negative_float, 20.0,
+         "Send the browser a WebSocket ping this often, in seconds, so load balancers "
+         "that cut idle connections (often at 60 s) keep idle consoles; 0: never.",
+         metavar="SECONDS"),
+    _opt("websocket_ping_timeout", _non_negative_float, 0.0,
+         "Close a WebSocket client that has not answered a ping for this many seconds "
+         "(close_reason=peer_dead); 0: never.", metavar="SECONDS"),
+    _opt("client_send_timeout", _non_negative_float, 0.0,
+         "Close a client that has read nothing for this many seconds while its console "
+         "has more to send (close_reason=client_stalled); 0: never.", metavar="SECONDS"),
     _opt("workers", lambda: fields.Integer(validate=validate.Range(
         1, 256, error="expected a whole number of processes, 1-256")), 1,
          "Proxy worker processes, each with its own event loop, sharing the ports "
