@@ -687,23 +687,42 @@ def test_consoleauth_down_gives_503_in_time(tmp_path: Path, echo_server: TcpServ
 
 
 def test_sigterm_drains_open_sessions(tmp_path: Path, echo_server: TcpServer) -> None:
+    grace = 3.0
     bus, ca = start_consoleauth(tmp_path)
     with ca:
-        port, proxy = start_proxy(tmp_path, bus, "--graceful-timeout", "3")
+        port, proxy = start_proxy(tmp_path, bus, "--graceful-timeout", str(grace))
         with proxy:
             stack = Stack(bus, ca, proxy, port)
-            token = stack.authorize(port=echo_server.port)
-            ws = WsClient(port, f"/websockify?token={token}")
-            assert ws.reply.status == 101
+            ws = WsClient(port, f"/websockify?token={stack.authorize(port=echo_server.port)}")
+            leaving = WsClient(port, f"/websockify?token="
+                                     f"{stack.authorize(port=echo_server.port, instance='vm-2')}")
+            assert ws.reply.status == leaving.reply.status == 101
+            signalled = time.monotonic()
             proxy.popen.send_signal(15)
             proxy.wait_for_log("service.stopping")
             ws.send(frame(0x2, b"during drain"))
             assert ws.recv_bytes(12) == b"during drain"  # the session keeps working
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            assert ws.recv_close() == 1001  # the grace expired: going away
+            leaving.send(frame(0x8, struct.pack("!H", 1000)))  # one ends by itself meanwhile
+            assert leaving.recv_close() == 1000
+            proxy.wait_for_log("session.end", instance_uuid="vm-2", close_reason="client_closed")
+            time.sleep(grace / 2)
+            ws.send(frame(0x2, b"late in drain"))
+            assert ws.recv_bytes(13) == b"late in drain"
+            ws.sock.settimeout(grace + WAIT)
+            while (got := ws.recv_frame())[0] != 0x8:
+                pass
+            closed = time.monotonic() - signalled
+            # the grace expired: going away, with a reason
+            assert got[1] == struct.pack("!H", 1001) + b"server shutting down"
+            assert grace - 0.2 <= closed < grace + 2, closed
             assert proxy.popen.wait(WAIT) == 0
-            proxy.wait_for_log("session.end", close_reason="shutdown")
+            exited = time.monotonic() - signalled
+            print(f"\n  SIGTERM, grace {grace:g} s: close 1001 after {closed:.2f} s, exit 0 "
+                  f"after {exited:.2f} s")
+            assert exited < grace + 5
+            proxy.wait_for_log("session.end", instance_uuid="vm-test", close_reason="shutdown")
 
 
 @pytest.fixture(scope="module")

@@ -316,6 +316,7 @@ def test_sigterm_drains_then_cuts(tmp_path: Path, stack: Stack, echo_target: Tcp
     with proc, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(f"CONNECT /console?token={token} HTTP/1.0\r\n\r\n".encode())
         assert read_exactly(sock, len(OK)) == OK
+        signalled = time.monotonic()
         proc.popen.send_signal(signal.SIGTERM)
         proc.wait_for_log("service.stopping")
         sock.sendall(b"still here")  # open sessions keep running during the grace period
@@ -323,6 +324,12 @@ def test_sigterm_drains_then_cuts(tmp_path: Path, stack: Stack, echo_target: Tcp
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         assert read_until_closed(sock) == b""  # cut after the grace period
+        closed = time.monotonic() - signalled
         assert proc.popen.wait(10) == 0
+        exited = time.monotonic() - signalled
+        print(f"\n  SIGTERM, grace 1.5 s: closed after {closed:.2f} s, exit 0 after "
+              f"{exited:.2f} s")
+        assert 1.5 - 0.2 <= closed < 1.5 + 2
+        assert exited < 1.5 + 5
     line = proc.wait_for_log("session.end")
     assert line["close_reason"] == "shutdown"

@@ -5,6 +5,7 @@ Routes (GET/HEAD; other methods 405):
   ``/static/<file>``                            our static dir (the page's JS and CSS)
   ``/novnc/<file>``                             the noVNC client library (``web``)
   ``/healthz``                                  200 when consoleauth answers a ping, else 503
+                                                (``?greenlets=1``: also the live greenlets)
   ``/metrics``                                  Prometheus text
   ``/websockify`` (or any path with a token)    plain GET: the admission verdict as JSON,
                                                 for the page to explain a refused upgrade
@@ -29,7 +30,8 @@ from typing import Any
 import structlog
 from console_common.net.bus import BusClient
 from console_common.proto.bus import BusError, ConnectInfo
-from console_common.proto.httphead import Request
+from console_common.proto.httphead import Request, query_param
+from console_common.runtime.service import live_greenlets
 from console_common.sessions.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.net.relay import Stream, TcpStream
@@ -318,7 +320,7 @@ class ConsoleApp:
         if path.startswith("/novnc/"):
             return self._file(self.novnc, path[len("/novnc/"):], head)
         if path == "/healthz":
-            return self._healthz()
+            return self._healthz(query_param(head.target, "greenlets") == "1")
         if path == "/metrics":
             return _status(200), [("Content-Type", METRICS_CONTENT_TYPE),
                                   ("Cache-Control", "no-store")], self.metrics.render()
@@ -338,17 +340,18 @@ class ConsoleApp:
                                ("Cache-Control", "no-store"), *_cors(origin)],
                 json_body({"ok": True}))
 
-    def _healthz(self) -> tuple[str, list[tuple[str, str]], bytes]:
+    def _healthz(self, greenlets: bool = False) -> tuple[str, list[tuple[str, str]], bytes]:
         headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        counts = {"greenlets": live_greenlets()} if greenlets else {}  # a heap walk: on request
         try:
             pong = self.bus.call("ping")
         except BusError as exc:  # unreachable, garbage, or consoleauth's store is down
             body = {"ok": False, "error": CONSOLEAUTH_UNAVAILABLE,
-                    "message": getattr(exc, "type", None) or str(exc)}
+                    "message": getattr(exc, "type", None) or str(exc), **counts}
             return _status(503), headers, json_body(body)
         body = {"ok": True, "consoleauth": {k: pong.get(k) for k in ("service", "version", "store")}
                 if isinstance(pong, dict) else {},
-                "sessions": len(self.sessions), "pid": os.getpid()}  # this worker's
+                "sessions": len(self.sessions), "pid": os.getpid(), **counts}  # this worker's
         return _status(200), headers, json_body(body)
 
     def _file(self, files: StaticFiles, rel: str, head: Request, page: bool = False

@@ -27,6 +27,7 @@ from console_common.proto.bus.messages import ConnectInfo
 from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
 from console_common.sessions.metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
 from console_common.net.relay import TcpStream
+from console_common.runtime.service import live_greenlets
 from console_common.sessions.runner import Session, SessionRegistry
 from console_common.net.target import TargetUnreachable, connect_target
 
@@ -195,8 +196,11 @@ def metrics_app(metrics: ProxyMetrics, pool_size: Callable[[], int]) -> WsgiApp:
             body = metrics.render()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
         elif path == "/healthz":
-            body = json.dumps({"ok": True, "service": "xvpvncproxy", "pid": os.getpid(),
-                               "sessions": pool_size()}).encode()  # this worker's
+            health = {"ok": True, "service": "xvpvncproxy", "pid": os.getpid(),
+                      "sessions": pool_size()}  # this worker's
+            if environ.get("QUERY_STRING") == "greenlets=1":  # a heap walk: on request
+                health["greenlets"] = live_greenlets()
+            body = json.dumps(health).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
         else:
             body = b"not found\n"

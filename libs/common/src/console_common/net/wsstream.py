@@ -19,10 +19,10 @@ the headers alone and refuses unmasked frames; this module only does the I/O aro
   TCP only; ``splice_fd`` is None over TLS and for a client, whose frames must be masked):
   one binary frame per pipe load, its header sent with MSG_MORE and the payload spliced
   from the pipe, never copied through Python.
-- ``shutdown_write()``: close 1000 (the target ended). ``close(code, reason)``: the
-  close frame if none went out yet, then the socket. ``cut(code, reason)``: from another
-  greenlet (shutdown 1001, revocation 1008): send the close frame, then end our reads so
-  the relay finishes.
+- ``shutdown_write()``: close 1000 "console closed the connection" (the target ended).
+  ``close(code, reason)``: the close frame if none went out yet, then the socket.
+  ``cut(code, reason)``: from another greenlet (shutdown 1001, revocation 1008): send the
+  close frame, then end our reads so the relay finishes.
 
 Writes from the two relay directions (data frames one way, pongs/close echoes the other)
 are serialised by a lock, so frames never interleave. Nothing is logged here.
@@ -247,8 +247,9 @@ class WsStream:
     # --- ending --------------------------------------------------------------------------
 
     def shutdown_write(self) -> None:
-        """The target ended: a normal close (1000). The client answers with its close."""
-        self._send_close(CloseCode.NORMAL)
+        """The target ended: a normal close (1000), with a reason a user can read (the
+        VNC server closed or died). The client answers with its close."""
+        self._send_close(CloseCode.NORMAL, "console closed the connection")
 
     def cut_target_lost(self) -> None:
         """The console connection failed mid-session: tell the client 1011."""

@@ -15,6 +15,7 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.pool
+import greenlet
 import structlog
 
 log = structlog.get_logger("service")
@@ -95,6 +96,15 @@ def drain(servers: Iterable[Any], pool: gevent.pool.Pool | None, grace: float,
             server.stop(timeout=1)
         except Exception:  # already stopped: nothing to do, but never silently
             log.debug("service.stop_failed", exc_info=True)
+
+
+def live_greenlets() -> int:
+    """Greenlets alive in this process, made after start-up (``Shutdown.install`` freezes
+    the older ones out of the collector's lists): proof that a fault left none behind.
+    A heap walk (about 0.1 s per million objects), so only on request:
+    ``/healthz?greenlets=1`` on both proxies."""
+    return sum(1 for obj in gc.get_objects()
+               if isinstance(obj, greenlet.greenlet) and not obj.dead)
 
 
 def boot(service: str, config: Any) -> Any:
