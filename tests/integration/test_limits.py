@@ -7,6 +7,7 @@ own proxies with the options it exercises.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -182,3 +183,84 @@ def test_handshake_rate_and_the_invalid_token_ban(tmp_path: Path,
                 answer = sock.recv(100)
             assert answer.startswith(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: ")
             xvp.wait_for_log("client.banned", client="127.0.0.1")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_token_and_instance_limits_hold_across_the_cluster(tmp_path: Path, store: str,
+                                                          echo_server: TcpServer) -> None:
+    """Two novncproxy and an xvpvncproxy, each talking to its own consoleauth replica (one
+    Redis) or all to one consoleauth (sqlite): the N+1th session of a token or an instance
+    is refused wherever it arrives, and its place comes back when a session ends."""
+    from tests.support import RedisServer, ServiceProcess, free_port, wait_bus, wait_tcp
+
+    limits = ["--max-sessions-per-token", "1", "--max-sessions-per-instance", "2"]
+    with contextlib.ExitStack() as stack:
+        if store == "redis":
+            redis = stack.enter_context(RedisServer(tmp_path / "redis"))
+            extra = ["--token-store", "redis", "--redis-url", redis.url]
+            replicas = 3
+        else:
+            extra, replicas = ["--token-store", "sqlite", "--state-dir", str(tmp_path)], 1
+        buses = [f"tcp://127.0.0.1:{free_port()}" for _ in range(replicas)]
+        for bus in buses:
+            stack.enter_context(ServiceProcess.start("consoleauth", [
+                "--consoleauth-listen", bus, *extra], tmp_path))
+            wait_bus(bus)
+        proxies = []
+        for i in range(2):
+            port = free_port()
+            stack.enter_context(ServiceProcess.start("novncproxy", [
+                "--novncproxy-host", "127.0.0.1", "--novncproxy-port", str(port),
+                "--consoleauth-url", buses[i % replicas], *limits], tmp_path))
+            proxies.append(port)
+        xvp, xport, _ = start_xvp(tmp_path, buses[-1], *limits)
+        stack.enter_context(xvp)
+        for port in proxies:
+            wait_tcp("127.0.0.1", port)
+        ca = Stack(buses[0], None, None, 0)  # type: ignore[arg-type]
+
+        def ws(port: int, token: str) -> WsClient:
+            client = WsClient(port, f"/websockify?token={token}")
+            stack.callback(client.close)
+            return client
+
+        first_token = ca.authorize(port=echo_server.port, instance="vm-c")
+        first = ws(proxies[0], first_token)
+        assert first.reply.status == 101
+        again = ws(proxies[1], first_token)  # the same token on the other proxy
+        assert again.reply.status == 429, again.reply
+        assert json.loads(again.reply.body)["error"] == "limit_token"
+        with xvp_open(xport, xvp_token(ca, echo_server.port, "vm-c")) as second:
+            assert read_exactly(second, len(OK)) == OK  # the instance's second session
+            third = ws(proxies[1], ca.authorize(port=echo_server.port, instance="vm-c"))
+            assert third.reply.status == 429
+            body = json.loads(third.reply.body)
+            assert body == {"ok": False, "error": "limit_instance",
+                            "message": "too many console sessions for this instance"}
+            with xvp_open(xport, xvp_token(ca, echo_server.port, "vm-c")) as fourth:
+                fourth.settimeout(WAIT)
+                assert fourth.recv(100) == b"HTTP/1.1 429 Too Many Requests\r\n\r\n"
+            other = ws(proxies[1], ca.authorize(port=echo_server.port, instance="vm-d"))
+            assert other.reply.status == 101  # other instances are not limited
+        # the xvp session ended: its place comes back (reported within a second)
+        deadline = time.monotonic() + WAIT
+        while True:
+            back = ws(proxies[1], ca.authorize(port=echo_server.port, instance="vm-c"))
+            if back.reply.status == 101 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert back.reply.status == 101
+        back.send(frame(0x2, b"ok"))
+        assert back.recv_bytes(2) == b"ok"
+        # a target that cannot be reached gives its claimed place back at once
+        first.close()
+        unreachable = ca.authorize(port=free_port(), instance="vm-e")
+        for _ in range(3):
+            ws(proxies[0], unreachable).close()  # 101, then 1011: not held
+        deadline = time.monotonic() + WAIT
+        while True:
+            late = ws(proxies[0], ca.authorize(port=echo_server.port, instance="vm-e"))
+            if late.reply.status == 101 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert late.reply.status == 101

@@ -166,3 +166,26 @@ def test_session_clock_cuts_a_client_that_takes_nothing() -> None:
             first_cut = clock.now
             assert cut == [(stalled, "client_stalled")]
     assert first_cut == 1003.5  # stalled seen at 1000.5, cut 3 s later
+
+
+def test_cluster_claim_without_consoleauth_falls_back_and_says_so() -> None:
+    import socket as socket_
+
+    from console_common.net.bus import BusClient
+    from console_common.sessions.control import Control
+    from console_common.sessions.runner import Session, SessionRegistry
+    from structlog.testing import capture_logs
+
+    with socket_.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    registry = SessionRegistry()
+    with BusClient([dead], timeout=0.3) as bus:
+        control = Control(registry, bus, (), "novncproxy")
+        session = Session(client="c", token="t" * 43, instance_uuid="vm", target="h:1")
+        policy = LimitPolicy(per_instance=1)
+        with capture_logs() as logs:
+            assert control.claim(session, policy) is None  # admitted on the local count
+            assert control.claim(session, policy) is None
+        assert [e["event"] for e in logs] == ["limits.cluster_unavailable"]  # throttled
+        assert control.claim(session, LimitPolicy(per_client=1)) is None  # no call made

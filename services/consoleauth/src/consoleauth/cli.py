@@ -32,7 +32,7 @@ OPTIONS = (*COMMON, "consoleauth_listen", "consoleauth_events_listen", "console_
 # What each CURVE role may call here ("admin": everything).
 ROLES = {
     "proxy": frozenset({"check_token", "check_tokens", "ping", "events_since",
-                        "report_sessions"}),
+                        "report_sessions", "claim_session"}),
     "compute": frozenset({"authorize_console", "delete_tokens_for_instance", "revoke_token",
                           "ping"}),
     "server": frozenset({"ping"}),

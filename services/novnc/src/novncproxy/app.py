@@ -264,18 +264,24 @@ class ConsoleApp:
                    ("Cache-Control", "no-store"), *_cors(origin)]
         return _status(refused.status), headers, body
 
-    def prepare_session(self, admitted: Admitted) -> Prepared:
-        """Connect to the console target (before the 101; a failure is told after it)."""
+    def prepare_session(self, admitted: Admitted) -> Prepared | Refused:
+        """The cluster's limits, then connect to the console target (before the 101; a
+        refusal is a 429, a target failure is told after the 101)."""
         info = admitted.info
         session = Session(client=admitted.client, client_port=admitted.client_port,
                           token=admitted.token,
                           instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
                           kind="novnc", mark=admitted.mark)
+        control = self.control
+        if control is not None and (limit := control.claim(session, self.limits)):
+            return self._limited(limit)
         with session.bound():
             try:
                 target = connect_target(info.host, info.port, self.connect_timeout,
                                         info.internal_access_path)
             except TargetUnreachable as exc:
+                if control is not None:
+                    control.release(session)
                 return Prepared(session, None, exc.reason)
         return Prepared(session, target)
 

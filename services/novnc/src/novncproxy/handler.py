@@ -154,14 +154,12 @@ class Connection:
         app = self.app
         verdict = app.admit(head, self.peer, self.tls, upgrade=True, peer_port=self.peer_port)
         if isinstance(verdict, Refused):
-            log.info("session.refused", reason=verdict.error, detail=verdict.message,
-                     status=verdict.status, client=self.peer, client_port=self.peer_port)
-            status, headers, body = app.refusal_response(verdict)
-            code, _, reason = status.partition(" ")
-            self._send(render_head(int(code), reason, (
-                *headers, ("Content-Length", str(len(body))), ("Connection", "close"))) + body)
+            self._refuse(verdict)
             return
         prepared = app.prepare_session(verdict)
+        if isinstance(prepared, Refused):  # the cluster-wide limits said no
+            self._refuse(prepared)
+            return
         # A client waits for the 101 before it sends frames (RFC 6455 4.1); whatever came
         # with the head anyway is the session's first bytes.
         early, self._pending = self._pending, b""
@@ -173,6 +171,14 @@ class Connection:
         except OSError:
             pass  # the client left: the session ends at once and closes the target
         app.run_session(ws, prepared)
+
+    def _refuse(self, refused: Refused) -> None:
+        log.info("session.refused", reason=refused.error, detail=refused.message,
+                 status=refused.status, client=self.peer, client_port=self.peer_port)
+        status, headers, body = self.app.refusal_response(refused)
+        code, _, reason = status.partition(" ")
+        self._send(render_head(int(code), reason, (
+            *headers, ("Content-Length", str(len(body))), ("Connection", "close"))) + body)
 
     def abort_idle(self) -> None:
         """Drain: wake a connection waiting for its next request head, so it closes."""

@@ -135,30 +135,39 @@ class XvpProxy:
                                        info.instance_uuid)) is not None:
                 raise Refused.limited(limited)
         except Refused as exc:
-            reason = exc.metric or REASON_OF_STATUS.get(exc.status, "bad_request")
-            self._metrics.refused(reason)
-            if exc.metric:  # a limit: the reason names it, as on novncproxy
-                log.info("session.refused", client=client, client_port=client_port,
-                         status=exc.status, reason=exc.metric, detail=exc.reason)
-            else:
-                log.info("xvp.refused", client=client, client_port=client_port,
-                         status=exc.status, reason=exc.reason)
-            if exc.status is not None:
-                answer(sock, exc.status, exc.retry_after)
-            stream.close()
+            self._refuse(exc, stream, client, client_port)
             return
-        self._metrics.sessions.inc()
         session = Session(client=client, client_port=client_port, token=token,
                           instance_uuid=info.instance_uuid, target=f"{info.host}:{info.port}",
                           kind=CONSOLE_TYPE, mark=mark)
+        control = self.control
+        if control is not None and (limit := control.claim(session, self.limits)):
+            self._refuse(Refused.limited(limit), stream, client, client_port)
+            return
+        self._metrics.sessions.inc()
         with session.bound():
             self._run(session, stream, info, early)
+
+    def _refuse(self, exc: Refused, stream: TcpStream, client: str, client_port: int) -> None:
+        reason = exc.metric or REASON_OF_STATUS.get(exc.status, "bad_request")
+        self._metrics.refused(reason)
+        if exc.metric:  # a limit: the reason names it, as on novncproxy
+            log.info("session.refused", client=client, client_port=client_port,
+                     status=exc.status, reason=exc.metric, detail=exc.reason)
+        else:
+            log.info("xvp.refused", client=client, client_port=client_port,
+                     status=exc.status, reason=exc.reason)
+        if exc.status is not None:
+            answer(stream.sock, exc.status, exc.retry_after)
+        stream.close()
 
     def _run(self, session: Session, stream: TcpStream, info: ConnectInfo, early: bytes) -> None:
         try:
             target = connect_target(info.host, info.port, self._connect_timeout,
                                     info.internal_access_path)
         except TargetUnreachable as exc:
+            if self.control is not None:
+                self.control.release(session)
             answer(stream.sock, 502)
             stream.close()
             self.sessions.connect_failed(session, exc.reason)

@@ -35,6 +35,7 @@ from console_common.net.bus.events import EventFollower, Mark
 from console_common.net.throttle import Throttle
 from console_common.proto.bus.errors import BusError
 from console_common.proto.bus.messages import SESSIONS_PAGE
+from console_common.sessions.limits import LimitPolicy, Limited, limited
 from console_common.sessions.runner import DISCONNECTED, REVOKED, Session, SessionRegistry
 
 log = structlog.get_logger("control")
@@ -80,8 +81,10 @@ class Control:
         self.follower = EventFollower(
             tuple(events_urls), bus, self.apply,
             on_link=(lambda up: metrics.events_link.set(1 if up else 0)) if metrics else None)
+        self.bus = bus
         self.reporter = SessionReporter(registry, bus, service)
         self._recent: deque[tuple[str, dict[str, Any]]] = deque(maxlen=RECENT)
+        self._throttle = Throttle(10.0)
         registry.on_add.append(self._admitted)
 
     def start(self) -> None:
@@ -94,6 +97,32 @@ class Control:
 
     def mark(self) -> Mark:
         return self.follower.mark()
+
+    def claim(self, session: Session, policy: LimitPolicy) -> Limited | None:
+        """The cluster-wide per-token and per-instance limits for a session about to open
+        (its target not yet connected): consoleauth's session book counts every proxy's
+        sessions and records this one in the same step. None: it may open. When
+        consoleauth cannot answer, the count this process made at admission is all that
+        holds, and the log says so (throttled)."""
+        if not (policy.per_token or policy.per_instance):
+            return None
+        try:
+            reply = self.bus.call("claim_session", proxy=self.reporter.proxy,
+                                  session=session.row(), per_token=policy.per_token,
+                                  per_instance=policy.per_instance)
+        except BusError as exc:
+            if (held := self._throttle.allow("limits.cluster_unavailable")) is not None:
+                log.warning("limits.cluster_unavailable", error=str(exc), suppressed=held,
+                            detail="enforcing this process's own sessions only")
+            return None
+        if reply["granted"]:
+            self.reporter.claimed(session)
+            return None
+        return limited(reply["limit"])
+
+    def release(self, session: Session) -> None:
+        """A claimed session that never opened (its target unreachable): its place back."""
+        self.reporter.released(session)
 
     def apply(self, epoch: str, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -139,6 +168,13 @@ class SessionReporter:
     def _added(self, session: Session) -> None:
         if len(self._new) < PENDING_MAX:
             self._new[session.session_id] = session
+
+    def claimed(self, session: Session) -> None:
+        """consoleauth recorded it (claim_session): its end must be reported."""
+        self._sent.add(session.session_id)
+
+    def released(self, session: Session) -> None:
+        self._removed(session)
 
     def _removed(self, session: Session) -> None:
         self._new.pop(session.session_id, None)

@@ -153,12 +153,22 @@ def concurrency(policy: LimitPolicy, sessions: Iterable[Any], client: str, token
         by_token += session.token_hash == hashed
         by_instance += session.instance_uuid == instance_uuid
     if policy.per_token and by_token >= policy.per_token:
-        return Limited("limit_token", "too many console sessions for this token")
+        return limited("limit_token")
     if policy.per_instance and by_instance >= policy.per_instance:
-        return Limited("limit_instance", "too many console sessions for this instance")
+        return limited("limit_instance")
     if policy.per_client and by_client >= policy.per_client:
-        return Limited("limit_client", "too many console sessions from this address")
+        return limited("limit_client")
     return None
+
+
+LIMIT_MESSAGES = {"limit_token": "too many console sessions for this token",
+                  "limit_instance": "too many console sessions for this instance",
+                  "limit_client": "too many console sessions from this address"}
+
+
+def limited(reason: str) -> Limited:
+    """An open-session limit, in the words the client is told."""
+    return Limited(reason, LIMIT_MESSAGES[reason])
 
 
 class _Seen:

@@ -149,7 +149,7 @@ class Session:
         return {"session_id": self.session_id, "kind": self.kind,
                 "instance_uuid": self.instance_uuid, "client": self.client,
                 "started": self.started_at, "bytes_up": self.bytes_up,
-                "bytes_down": self.bytes_down}
+                "bytes_down": self.bytes_down, "token_id": self.token_id}
 
     def cut(self, reason: str) -> gevent.Greenlet | None:
         """End the session from outside (shutdown, revocation, disconnect): marked at

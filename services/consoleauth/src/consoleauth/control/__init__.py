@@ -32,6 +32,11 @@ class SessionBook(Protocol):
     def rows(self, now: float) -> list[dict[str, Any]]:
         """Every live session, with its proxy (unsorted)."""
 
+    def claim(self, proxy: dict[str, Any], session: dict[str, Any], per_token: int,
+              per_instance: int, now: float) -> tuple[bool, str | None, int]:
+        """Record ``session`` as open if its token and instance have fewer open sessions
+        than the limits (0: none), atomically; (granted, the limit hit, the count)."""
+
 
 def open_control(store: Any) -> tuple[ControlLog, SessionBook]:
     if store.name == "redis":

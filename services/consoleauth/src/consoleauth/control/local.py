@@ -58,3 +58,21 @@ class LocalSessionBook:
         for sid in dead:
             del self._rows[sid]
         return [row for _, row in self._rows.values()]
+
+    def claim(self, proxy: dict[str, Any], session: dict[str, Any], per_token: int,
+              per_instance: int, now: float) -> tuple[bool, str | None, int]:
+        # One pass over the open sessions: claims come only with a limit set, and this
+        # process's book holds what its proxies hold (thousands, not millions).
+        token, instance = session.get("token_id"), session["instance_uuid"]
+        by_token = by_instance = 0
+        for row in self.rows(now):
+            if row["session_id"] == session["session_id"]:
+                continue
+            by_token += token is not None and row.get("token_id") == token
+            by_instance += row["instance_uuid"] == instance
+        if per_token and token is not None and by_token >= per_token:
+            return False, "limit_token", by_token
+        if per_instance and by_instance >= per_instance:
+            return False, "limit_instance", by_instance
+        self.report(proxy, [session], [], now)
+        return True, None, by_instance

@@ -3,8 +3,10 @@
 Keys: ``console:events:epoch`` (the log's epoch: set once, new if Redis lost it),
 ``console:events:seq`` (INCR), ``console:events`` (sorted set: score seq, member
 ``seq|json``; the last EVENTS_KEPT kept). Sessions: ``console:session:<id>`` (JSON row,
-expires SESSION_TTL after its proxy's last report) and ``console:sessions`` (sorted set of
-ids by expiry). Writes touching several keys are Lua scripts (atomic).
+expires SESSION_TTL after its proxy's last report), ``console:sessions`` (sorted set of
+ids by expiry) and, for the cluster-wide limits, the same per instance and per token id
+(``console:sessions:i:<instance>``, ``console:sessions:t:<token id>``). Writes touching
+several keys are Lua scripts (atomic).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from consoleauth.control import EVENTS_KEPT, SESSION_TTL
 
 _EPOCH, _SEQ, _LOG = "console:events:epoch", "console:events:seq", "console:events"
 _S, _SESSIONS = "console:session:", "console:sessions"
+_SI, _ST = "console:sessions:i:", "console:sessions:t:"
 
 # KEYS: seq, log, epoch. ARGV: event JSON (without seq), kept, a new epoch (used if none).
 _APPEND = """
@@ -26,20 +29,59 @@ redis.call('ZADD', KEYS[2], seq, seq .. '|' .. ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[2]) - 1)
 return {redis.call('GET', KEYS[3]), seq}
 """
-# KEYS: sessions index. ARGV: ttl ms, expiry, n open, then n (id, row JSON), then ended ids.
+# KEYS: sessions index. ARGV: ttl ms, expiry, n open, then n (id, row JSON, instance,
+# token id or ""), then ended ids (their index entries found from their rows).
 _REPORT = """
 local n = tonumber(ARGV[3])
 for i = 0, n - 1 do
-  local id, row = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local id, row, inst, tok = ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
   redis.call('SET', 'console:session:' .. id, row, 'PX', ARGV[1])
   redis.call('ZADD', KEYS[1], ARGV[2], id)
+  redis.call('ZADD', 'console:sessions:i:' .. inst, ARGV[2], id)
+  redis.call('PEXPIRE', 'console:sessions:i:' .. inst, ARGV[1])
+  if tok ~= '' then
+    redis.call('ZADD', 'console:sessions:t:' .. tok, ARGV[2], id)
+    redis.call('PEXPIRE', 'console:sessions:t:' .. tok, ARGV[1])
+  end
 end
-for i = 4 + 2 * n, #ARGV do
+for i = 4 + 4 * n, #ARGV do
+  local raw = redis.call('GET', 'console:session:' .. ARGV[i])
+  if raw then
+    local row = cjson.decode(raw)
+    redis.call('ZREM', 'console:sessions:i:' .. row['instance_uuid'], ARGV[i])
+    if type(row['token_id']) == 'string' then
+      redis.call('ZREM', 'console:sessions:t:' .. row['token_id'], ARGV[i])
+    end
+  end
   redis.call('DEL', 'console:session:' .. ARGV[i])
   redis.call('ZREM', KEYS[1], ARGV[i])
 end
 return 1
 """
+# KEYS: sessions index, the instance's index, the token's index (or a dummy key).
+# ARGV: now, expiry, ttl ms, id, row JSON, per token, per instance.
+# -> {granted 0/1, limit hit or "", count}
+_CLAIM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+local by_token = redis.call('ZCARD', KEYS[3]) - (redis.call('ZSCORE', KEYS[3], ARGV[4]) and 1 or 0)
+local by_inst = redis.call('ZCARD', KEYS[2]) - (redis.call('ZSCORE', KEYS[2], ARGV[4]) and 1 or 0)
+if tonumber(ARGV[6]) > 0 and by_token >= tonumber(ARGV[6]) then
+  return {0, 'limit_token', by_token}
+end
+if tonumber(ARGV[7]) > 0 and by_inst >= tonumber(ARGV[7]) then
+  return {0, 'limit_instance', by_inst}
+end
+redis.call('SET', 'console:session:' .. ARGV[4], ARGV[5], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+-- an index lives while one of its sessions is reported (refreshed well within the TTL)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return {1, '', by_inst}
+"""
+_NO_TOKEN = "console:sessions:t:-"  # a session without a token id: counted under none
 
 
 def _text(value: Any) -> str | None:
@@ -93,9 +135,21 @@ class RedisSessionBook:
         argv: list[Any] = [int(self.ttl * 1000), repr(now + self.ttl), len(open_)]
         for session in open_:
             argv += [session["session_id"],
-                     json.dumps({**session, "proxy": proxy}, separators=(",", ":"))]
+                     json.dumps({**session, "proxy": proxy}, separators=(",", ":")),
+                     session["instance_uuid"], session.get("token_id") or ""]
         argv += ended
         self._store.command("EVAL", _REPORT, 1, _SESSIONS, *argv)
+
+    def claim(self, proxy: dict[str, Any], session: dict[str, Any], per_token: int,
+              per_instance: int, now: float) -> tuple[bool, str | None, int]:
+        token = session.get("token_id")
+        granted, limit, count = self._store.command(
+            "EVAL", _CLAIM, 3, _SESSIONS, _SI + session["instance_uuid"],
+            _ST + token if token else _NO_TOKEN,
+            repr(now), repr(now + self.ttl), int(self.ttl * 1000), session["session_id"],
+            json.dumps({**session, "proxy": proxy}, separators=(",", ":")),
+            per_token if token else 0, per_instance)
+        return bool(granted), _text(limit) or None, int(count)
 
     def rows(self, now: float) -> list[dict[str, Any]]:
         self._store.command("ZREMRANGEBYSCORE", _SESSIONS, "-inf", repr(now))

@@ -9,6 +9,7 @@ from consoleauth.methods import (
     authorize_console,
     check_token,
     check_tokens,
+    claim_session,
     delete_tokens_for_instance,
     disconnect,
     events_since,
@@ -31,5 +32,6 @@ def handlers(state: State) -> dict[str, Callable[[Any], Any]]:
         "events_since": lambda args: events_since.handle(state, args),
         "disconnect": lambda args: disconnect.handle(state, args),
         "report_sessions": lambda args: report_sessions.handle(state, args),
+        "claim_session": lambda args: claim_session.handle(state, args),
         "list_sessions": lambda args: list_sessions.handle(state, args),
     }

@@ -402,6 +402,7 @@ class SessionSchema(_Strict):
     started = fields.Float(required=True)
     bytes_up = _Int(required=True, validate=validate.Range(min=0))
     bytes_down = _Int(required=True, validate=validate.Range(min=0))
+    token_id = _Str(16, load_default=None, allow_none=True)  # what per-token limits count
 
 
 class ReportSessionsArgsSchema(_Strict):
@@ -410,6 +411,22 @@ class ReportSessionsArgsSchema(_Strict):
                        validate=validate.Length(max=SESSIONS_PAGE))
     ended = fields.List(_SessionId(), load_default=list,
                         validate=validate.Length(max=SESSIONS_PAGE))
+
+
+class ClaimSessionArgsSchema(_Strict):
+    """A proxy about to open a session asks whether the cluster's limits allow it; granted,
+    the session is in the book at once (as if reported open)."""
+    proxy = fields.Nested(ProxySchema, required=True)
+    session = fields.Nested(SessionSchema, required=True)
+    per_token = _Int(load_default=0, validate=validate.Range(min=0))
+    per_instance = _Int(load_default=0, validate=validate.Range(min=0))
+
+
+class ClaimResultSchema(_Strict):
+    granted = _Bool(required=True)
+    limit = fields.String(load_default=None, allow_none=True,
+                          validate=validate.OneOf(["limit_token", "limit_instance"]))
+    open = _Int(required=True, validate=validate.Range(min=0))  # what the limit counted
 
 
 class ListSessionsArgsSchema(_Strict):
@@ -483,6 +500,7 @@ METHODS: dict[str, tuple[Schema, Schema]] = {
     "events_since": (EventsSinceArgsSchema(), EventsResultSchema()),
     "disconnect": (DisconnectArgsSchema(), MatchedSchema()),
     "report_sessions": (ReportSessionsArgsSchema(), EmptySchema()),
+    "claim_session": (ClaimSessionArgsSchema(), ClaimResultSchema()),
     "list_sessions": (ListSessionsArgsSchema(), SessionListSchema()),
     "ping": (EmptySchema(), PingResultSchema()),
     "validate_console_port": (ValidatePortArgsSchema(), ValidResultSchema()),
