@@ -242,13 +242,17 @@ def test_token_and_instance_limits_hold_across_the_cluster(tmp_path: Path, store
                 assert fourth.recv(100) == b"HTTP/1.1 429 Too Many Requests\r\n\r\n"
             other = ws(proxies[1], ca.authorize(port=echo_server.port, instance="vm-d"))
             assert other.reply.status == 101  # other instances are not limited
+        def opens(port: int, instance: str) -> WsClient:
+            """A session of ``instance`` once its place is free (retried until WAIT)."""
+            deadline = time.monotonic() + WAIT
+            while True:
+                client = ws(port, ca.authorize(port=echo_server.port, instance=instance))
+                if client.reply.status == 101 or time.monotonic() > deadline:
+                    return client
+                time.sleep(0.1)
+
         # the xvp session ended: its place comes back (reported within a second)
-        deadline = time.monotonic() + WAIT
-        while True:
-            back = ws(proxies[1], ca.authorize(port=echo_server.port, instance="vm-c"))
-            if back.reply.status == 101 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        back = opens(proxies[1], "vm-c")
         assert back.reply.status == 101
         back.send(frame(0x2, b"ok"))
         assert back.recv_bytes(2) == b"ok"
@@ -257,10 +261,4 @@ def test_token_and_instance_limits_hold_across_the_cluster(tmp_path: Path, store
         unreachable = ca.authorize(port=free_port(), instance="vm-e")
         for _ in range(3):
             ws(proxies[0], unreachable).close()  # 101, then 1011: not held
-        deadline = time.monotonic() + WAIT
-        while True:
-            late = ws(proxies[0], ca.authorize(port=echo_server.port, instance="vm-e"))
-            if late.reply.status == 101 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert late.reply.status == 101
+        assert opens(proxies[0], "vm-e").reply.status == 101
