@@ -1,0 +1,622 @@
+"""The log analysis core: the suite's JSON log lines in; sessions, refusals, errors and
+per-minute series out. Pure: no files, no clock, no printing (``sources`` reads, the CLI
+prints), so a test feeds it hand-built lines.
+
+    analysis = Analysis(keep=SessionFilter(instance="vm-1"))
+    analysis.consume(lines, origin="novncproxy.log")   # any iterable of bytes lines
+    analysis.finish()
+    analysis.summary(); analysis.session_rows(); analysis.error_groups(); analysis.timeline()
+
+Streaming: memory grows with the sessions open at once, instances, clients, error groups
+(capped) and minutes of the time range, never with the number of lines. Kept session rows
+(``sessions``) are the output itself; ``limit`` bounds them with a heap.
+
+Every line is decoded with orjson (about 4x the standard library's json.loads here; the
+benchmark in bench/logs.py): a line we count is a line we checked, so a cheap substring
+pre-filter would save little and could miscount.
+
+Joining: ``session.start`` and ``session.end`` meet by ``session_id`` in any order (files
+may be read newest first). An end without a start began before the logs did (its start is
+its end minus ``duration_s``), except ``close_reason=connect_failed``, which never relayed.
+A session still open when its process logged ``service.start`` or ``service.stop`` again
+lost its end (the process died or the log was cut): its state is ``unknown``; one open at
+the end of the input is ``open``. A process is the source, the compose replica prefix and
+the pre-fork ``worker`` field together.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+# Why a line was skipped (the words of the report: "3 lines skipped: not JSON (first: ...)").
+NOT_JSON, TRUNCATED, NOT_OURS, INCOMPLETE, TOO_LONG = (
+    "not JSON", "truncated", "not ours", "incomplete session line", "too long")
+UNREADABLE = "unreadable"  # a source that failed mid-way (sources.py reports it)
+
+# A sources.py marker for a line longer than its cap: counted, never decoded.
+TOO_LONG_LINE = b"\x00line too long\x00"
+
+# xvpvncproxy logs refusals that are not limits as ``xvp.refused`` with the HTTP status it
+# answered (None: closed before any request, a health probe, not a refusal).
+REASON_OF_STATUS = {400: "bad_request", 401: "invalid_token", 403: "invalid_token",
+                    408: "head_timeout", 413: "head_too_large", 431: "head_too_large",
+                    429: "limited", 503: "consoleauth_unavailable"}
+
+# Fields whose value says what a warning or error was about, most telling first.
+MESSAGE_FIELDS = ("error", "reason", "close_detail", "detail", "message", "msg")
+MAX_MESSAGE = 200
+MAX_EXAMPLE = 2000
+MAX_ERROR_GROUPS = 10_000  # distinct (event, message) pairs kept; the rest pooled
+PROBLEM_LEVELS = frozenset({"warning", "error", "critical"})
+
+# Duration histogram edges (seconds) for the report: <1s, 1-10s, ... >4h.
+DURATION_EDGES = (1, 10, 60, 300, 900, 3600, 14400)
+DURATION_LABELS = ("<1s", "1-10s", "10s-1m", "1-5m", "5-15m", "15m-1h", "1-4h", ">4h")
+
+_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
+_SERVICE_FIELDS = ("lines", "warnings", "errors")
+# Per-minute bucket slots.
+_STARTED, _ENDED, _REFUSED, _UP, _DOWN, _OPENED, _CLOSED = range(7)
+
+
+def parse_time(ts: str) -> datetime:
+    """An ISO-8601 timestamp as an aware UTC datetime (naive means UTC)."""
+    value = datetime.fromisoformat(ts)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    """The services' spelling: 2026-12-03T06:33:46.360596Z."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def split_prefix(raw: bytes) -> tuple[str | None, bytes]:
+    """A line as ``docker compose logs`` prints it (``novncproxy-1  | {...}``, maybe coloured,
+    maybe with ``-t`` timestamps) -> (replica, the JSON part). Other lines come back
+    stripped, replica None."""
+    line = raw.strip()
+    if line[:1] == b"\x1b":
+        line = _ANSI.sub(b"", line)
+    replica = None
+    bar = line.find(b" | ") if line[:1] != b"{" else -1
+    if 0 < bar < 128 and b"{" not in line[:bar]:
+        replica = line[:bar].strip().decode("utf-8", "replace")
+        line = line[bar + 3:].lstrip()
+    elif line.endswith(b" |") and 0 < len(line) < 130:  # an empty line of a replica
+        return line[:-2].strip().decode("utf-8", "replace"), b""
+    if line[:1] != b"{" and line[:2].isdigit():  # `docker compose logs -t`: a timestamp first
+        space = line.find(b" {")
+        if 0 < space < 40:
+            line = line[space + 1:]
+    return replica, line
+
+
+def message_of(rec: dict[str, Any]) -> str:
+    """What a warning or error line was about, in one short string."""
+    for field in MESSAGE_FIELDS:
+        value = rec.get(field)
+        if value not in (None, ""):
+            return str(value)[:MAX_MESSAGE]
+    exc = rec.get("exception")
+    if isinstance(exc, list) and exc and isinstance(exc[-1], dict):  # structlog dict traceback
+        last = exc[-1]
+        return f"{last.get('exc_type', '')}: {last.get('exc_value', '')}"[:MAX_MESSAGE]
+    if isinstance(exc, str) and exc:
+        return exc.strip().splitlines()[-1][:MAX_MESSAGE]
+    return ""
+
+
+class Durations:
+    """Session durations for p50/p95/max: exact up to ``cap`` values, then folded into
+    log-spaced buckets 1% wide (so memory stays bounded on any input)."""
+
+    STEP = math.log(1.01)
+    FLOOR = 0.001
+
+    def __init__(self, cap: int = 200_000) -> None:
+        self.cap = cap
+        self.values: array[float] | None = array("d")
+        self.buckets: Counter[int] = Counter()
+        self.count = 0
+        self.max = 0.0
+        self.histogram = [0] * len(DURATION_LABELS)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if value > self.max:
+            self.max = value
+        slot = 0
+        for edge in DURATION_EDGES:
+            if value < edge:
+                break
+            slot += 1
+        self.histogram[slot] += 1
+        if self.values is not None:
+            self.values.append(value)
+            if len(self.values) > self.cap:
+                for v in self.values:
+                    self.buckets[self._key(v)] += 1
+                self.values = None
+        else:
+            self.buckets[self._key(value)] += 1
+
+    def _key(self, value: float) -> int:
+        return 0 if value <= self.FLOOR else int(math.log(value / self.FLOOR) / self.STEP) + 1
+
+    def quantile(self, q: float) -> float | None:
+        """Nearest-rank quantile (exact, or within 1% once folded)."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        if self.values is not None:
+            return sorted(self.values)[rank - 1]
+        seen = 0
+        for key in sorted(self.buckets):
+            seen += self.buckets[key]
+            if seen >= rank:
+                if key == 0:
+                    return self.FLOOR
+                return round(min(self.max, self.FLOOR * math.exp((key - 0.5) * self.STEP)), 3)
+        return self.max
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Which sessions ``sessions`` shows; None means any. Times are aware datetimes."""
+
+    instance: str | None = None
+    client: str | None = None
+    service: str | None = None
+    reason: str | None = None  # close_reason, or "open"/"unknown" for sessions with no end
+    since: datetime | None = None
+    until: datetime | None = None
+    min_duration: float | None = None
+
+    def __call__(self, row: dict[str, Any], started: datetime | None) -> bool:
+        if self.instance is not None and row["instance_uuid"] != self.instance:
+            return False
+        if self.client is not None and row["client"] != self.client:
+            return False
+        if self.service is not None and row["service"] != self.service:
+            return False
+        if self.reason is not None and self.reason not in (row["close_reason"], row["state"]):
+            return False
+        if self.since is not None and (started is None or started < self.since):
+            return False
+        if self.until is not None and (started is None or started > self.until):
+            return False
+        return self.min_duration is None or (row["duration_s"] or 0) >= self.min_duration
+
+
+ROW_KEYS = ("session_id", "service", "kind", "instance_uuid", "client", "started", "ended",
+            "duration_s", "bytes_up", "bytes_down", "close_reason", "state")
+
+
+class Analysis:
+    def __init__(self, keep: Callable[[dict[str, Any], datetime | None], bool] | None = None,
+                 limit: int | None = None, max_error_groups: int = MAX_ERROR_GROUPS) -> None:
+        self.keep = keep  # None: keep no rows (summary, errors, report)
+        self.max_error_groups = max_error_groups
+        self.limit = limit
+        self.lines = 0
+        self.first: str | None = None
+        self.last: str | None = None
+        self.services: dict[str, list[int]] = {}
+        self.skipped: dict[str, list[Any]] = {}  # reason -> [count, first "source:line"]
+        self.sessions_started = self.sessions_ended = self.sessions_unknown = 0
+        self.refusals = 0
+        self.refusals_by_reason: Counter[str] = Counter()
+        self.close_reasons: Counter[str] = Counter()
+        self.bytes_up = self.bytes_down = 0
+        self.durations = Durations()
+        self.instances: dict[str, list[float]] = {}  # uuid -> [sessions, up, down, seconds]
+        self.clients: dict[str, list[float]] = {}  # addr -> [sessions, up, down, seconds, refused]
+        self.minutes: dict[str, list[int]] = {}  # "YYYY-MM-DDTHH:MM" -> slots above
+        # session_id -> (start ts, service, kind, instance, client, process)
+        self.open: dict[str, tuple[Any, ...]] = {}
+        self.by_process: dict[tuple[Any, ...], set[str]] = {}
+        self.orphans: dict[str, dict[str, Any]] = {}  # ends seen before their start
+        self.errors: dict[tuple[str, str], list[Any]] = {}
+        self._rows: list[tuple[float, int, dict[str, Any]]] = []  # heap when limited
+        self._seq = 0
+        self._handlers: dict[str, Callable[..., None]] = {
+            "session.start": self._start, "session.end": self._end,
+            "session.refused": self._refused, "xvp.refused": self._xvp_refused,
+            "service.start": self._restart, "service.stop": self._restart,
+        }
+        self._finished = False
+
+    # ---- feeding ----------------------------------------------------------------------------
+
+    def skip(self, reason: str, where: str, count: int = 1) -> None:
+        entry = self.skipped.get(reason)
+        if entry is None:
+            self.skipped[reason] = [count, where]
+        else:
+            entry[0] += count
+
+    def consume(self, lines: Iterable[bytes], origin: str) -> int:
+        """Feed one source's lines (bytes, newline or not); ``origin`` names the source in
+        reports (``novncproxy.log:1203``). Returns the number of lines read."""
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        services, handlers = self.services, self._handlers
+        first, last = self.first or "\uffff", self.last or ""
+        number = 0
+        for raw in lines:
+            number += 1
+            replica = None
+            if raw[:1] != b"{":
+                if raw is TOO_LONG_LINE:
+                    self.skip(TOO_LONG, f"{origin}:{number}")
+                    continue
+                replica, raw = split_prefix(raw)
+                if not raw:
+                    continue  # blank lines are not log lines
+            try:
+                rec = loads(raw)
+                ts, service, level, event = (rec["timestamp"], rec["service"], rec["level"],
+                                             rec["event"])
+            except decode_error:
+                tail = raw.rstrip()[-1:]
+                self.skip(NOT_JSON if tail == b"}" or raw[:1] != b"{" else TRUNCATED,
+                          f"{origin}:{number}")
+                continue
+            except (KeyError, TypeError, IndexError):
+                self.skip(NOT_OURS, f"{origin}:{number}")
+                continue
+            if (type(ts) is not str or type(service) is not str or type(event) is not str
+                    or type(level) is not str or ts[10:11] != "T"):
+                self.skip(NOT_OURS, f"{origin}:{number}")
+                continue
+            stats = services.get(service)
+            if stats is None:
+                stats = services[service] = [0, 0, 0]
+            stats[0] += 1
+            if ts < first:
+                first = ts
+            if ts > last:
+                last = ts
+            if level != "info" and level in PROBLEM_LEVELS:
+                stats[1 if level == "warning" else 2] += 1
+                self._problem(rec, ts, service, level, event, raw, f"{origin}:{number}")
+            handler = handlers.get(event)
+            if handler is not None:
+                handler(rec, ts, service, (origin, replica), f"{origin}:{number}")
+        self.lines += number
+        self.first = None if first == "\uffff" else first
+        self.last = last or None
+        return number
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def _minute(self, ts: str) -> list[int]:
+        bucket = self.minutes.get(ts[:16])
+        if bucket is None:
+            bucket = self.minutes[ts[:16]] = [0, 0, 0, 0, 0, 0, 0]
+        return bucket
+
+    def _stats(self, table: dict[str, list[float]], key: Any, width: int) -> list[float]:
+        stats = table.get(key)
+        if stats is None:
+            stats = table[key] = [0] * width
+        return stats
+
+    @staticmethod
+    def _valid_time(ts: str) -> datetime | None:
+        try:
+            return parse_time(ts)
+        except ValueError:
+            return None
+
+    def _start(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
+               where: str) -> None:
+        sid = rec.get("session_id")
+        if type(sid) is not str or self._valid_time(ts) is None:
+            self.skip(INCOMPLETE, where)
+            return
+        self.sessions_started += 1
+        bucket = self._minute(ts)
+        bucket[_STARTED] += 1
+        bucket[_OPENED] += 1
+        instance, client = _text(rec.get("instance_uuid")), _text(rec.get("client"))
+        self._stats(self.instances, instance, 4)[0] += 1
+        self._stats(self.clients, client, 5)[0] += 1
+        orphan = self.orphans.pop(sid, None)
+        if orphan is not None:  # its end came first (files read newest first)
+            self._closed_at(orphan["ended"])
+            orphan.update(started=ts, service=service, kind=orphan["kind"] or rec.get("kind"),
+                          state="ended")
+            self._row(orphan)
+            return
+        proc = (*process, rec.get("worker"))
+        self.open[sid] = (ts, service, rec.get("kind"), instance, client, proc)
+        self.by_process.setdefault(proc, set()).add(sid)
+
+    def _closed_at(self, ts: str) -> None:
+        self._minute(ts)[_CLOSED] += 1
+
+    def _end(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
+             where: str) -> None:
+        sid = rec.get("session_id")
+        if type(sid) is not str or self._valid_time(ts) is None:
+            self.skip(INCOMPLETE, where)
+            return
+        up, down = _count(rec.get("bytes_up")), _count(rec.get("bytes_down"))
+        duration = rec.get("duration_s")
+        duration = float(duration) if type(duration) in (int, float) and duration >= 0 else None
+        reason = _text(rec.get("close_reason"))
+        self.sessions_ended += 1
+        self.close_reasons[reason or "-"] += 1
+        self.bytes_up += up
+        self.bytes_down += down
+        bucket = self._minute(ts)
+        bucket[_ENDED] += 1
+        bucket[_UP] += up
+        bucket[_DOWN] += down
+        relayed = reason != "connect_failed"
+        if relayed and duration is not None:
+            self.durations.add(duration)
+        opened = self.open.pop(sid, None)
+        if opened is not None:
+            started, service, kind, instance, client, proc = opened
+            self.by_process[proc].discard(sid)
+            if not self.by_process[proc]:
+                del self.by_process[proc]
+            bucket[_CLOSED] += 1
+        else:
+            started, kind = None, rec.get("kind")
+            instance, client = _text(rec.get("instance_uuid")), _text(rec.get("client"))
+        seconds = duration or 0.0
+        inst = self._stats(self.instances, instance, 4)
+        cli = self._stats(self.clients, client, 5)
+        for stats in (inst, cli):
+            stats[1] += up
+            stats[2] += down
+            stats[3] += seconds
+        row = {"session_id": sid, "service": service, "kind": kind, "instance_uuid": instance,
+               "client": client, "started": started, "ended": ts, "duration_s": duration,
+               "bytes_up": up, "bytes_down": down, "close_reason": reason, "state": "ended"}
+        if opened is not None or not relayed:
+            if not relayed:  # never relayed: no start line; it began duration_s earlier
+                row["started"] = self._before(ts, duration)
+            self._row(row)
+            return
+        # An end with no start yet: the start may come in a later (older) file.
+        self.orphans[sid] = row
+
+    def _refused(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
+                 where: str, reason: str | None = None) -> None:
+        if self._valid_time(ts) is None:
+            self.skip(INCOMPLETE, where)
+            return
+        self.refusals += 1
+        self.refusals_by_reason[reason or _text(rec.get("reason")) or "-"] += 1
+        self._minute(ts)[_REFUSED] += 1
+        self._stats(self.clients, _text(rec.get("client")), 5)[4] += 1
+
+    def _xvp_refused(self, rec: dict[str, Any], ts: str, service: str,
+                     process: tuple[Any, ...], where: str) -> None:
+        status = rec.get("status")
+        if status is None:
+            return  # closed before any request: a probe, not a refusal (DESIGN)
+        self._refused(rec, ts, service, process, where,
+                      REASON_OF_STATUS.get(status, "bad_request"))
+
+    def _restart(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
+                 where: str) -> None:
+        """The process logged service.start/stop: its sessions still open lost their end."""
+        proc = (*process, rec.get("worker"))
+        lost = self.by_process.pop(proc, None)
+        if not lost:
+            return
+        for sid in lost:
+            started, service, kind, instance, client, _ = self.open.pop(sid)
+            self.sessions_unknown += 1
+            self._closed_at(ts)
+            self._row({"session_id": sid, "service": service, "kind": kind,
+                       "instance_uuid": instance, "client": client, "started": started,
+                       "ended": None, "duration_s": None, "bytes_up": None,
+                       "bytes_down": None, "close_reason": None, "state": "unknown"})
+
+    def _problem(self, rec: dict[str, Any], ts: str, service: str, level: str, event: str,
+                 raw: bytes, where: str) -> None:
+        key = (event, message_of(rec))
+        group = self.errors.get(key)
+        if group is None:
+            if len(self.errors) >= self.max_error_groups:
+                key = (event, "(more distinct messages than kept)")
+                group = self.errors.get(key)
+            if group is None:
+                example = raw.decode("utf-8", "replace").strip()[:MAX_EXAMPLE]
+                # [count, first, last, level, services, example, where]
+                group = self.errors[key] = [0, ts, ts, level, set(), example, where]
+        group[0] += 1
+        if ts < group[1]:
+            group[1] = ts
+        if ts > group[2]:
+            group[2] = ts
+        if level == "error" or level == "critical":
+            group[3] = level
+        group[4].add(service)
+
+    # ---- rows ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _before(ts: str, seconds: float | None) -> str:
+        return iso(parse_time(ts) - timedelta(seconds=seconds or 0))
+
+    def _row(self, row: dict[str, Any]) -> None:
+        if self.keep is None:
+            return
+        started = self._valid_time(row["started"]) if row["started"] else None
+        if not self.keep(row, started):
+            return
+        self._seq += 1
+        key = started.timestamp() if started is not None else float("inf")
+        if self.limit is None:
+            self._rows.append((key, self._seq, row))
+            return
+        item = (-key, -self._seq, row)  # a max-heap of the ``limit`` earliest
+        if len(self._rows) < self.limit:
+            heapq.heappush(self._rows, item)
+        elif item > self._rows[0]:
+            heapq.heapreplace(self._rows, item)
+
+    def finish(self) -> None:
+        """End of input: ends without a start began before the logs did; sessions with no
+        end are open. Idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        for sid, row in self.orphans.items():
+            row["started"] = self._before(row["ended"], row["duration_s"])
+            self._minute(row["started"])[_OPENED] += 1
+            self._closed_at(row["ended"])
+            self._stats(self.instances, row["instance_uuid"], 4)[0] += 1
+            self._stats(self.clients, row["client"], 5)[0] += 1
+            self._row(row)
+        self.orphans.clear()
+        last = self._valid_time(self.last) if self.last else None
+        for sid, (started, service, kind, instance, client, _) in self.open.items():
+            begun = self._valid_time(started)
+            so_far = round((last - begun).total_seconds(), 3) if last and begun else None
+            self._row({"session_id": sid, "service": service, "kind": kind,
+                       "instance_uuid": instance, "client": client, "started": started,
+                       "ended": None, "duration_s": so_far, "bytes_up": None,
+                       "bytes_down": None, "close_reason": None, "state": "open"})
+
+    def session_rows(self) -> list[dict[str, Any]]:
+        """The kept sessions, sorted by start (unknown starts last)."""
+        self.finish()
+        if self.limit is None:
+            return [row for _, _, row in sorted(self._rows, key=lambda r: (r[0], r[1]))]
+        return [row for _, _, row in sorted(self._rows, key=lambda r: (-r[0], -r[1]))]
+
+    # ---- results ------------------------------------------------------------------------------
+
+    def skipped_lines(self) -> int:
+        return sum(count for count, _ in self.skipped.values())
+
+    def skip_notice(self) -> str | None:
+        """"3 lines skipped: not JSON (first: novncproxy.log:1203)", or None."""
+        if not self.skipped:
+            return None
+        total = self.skipped_lines()
+        parts = [f"{count} {reason} (first: {where})" if len(self.skipped) > 1
+                 else f"{reason} (first: {where})" for reason, (count, where)
+                 in sorted(self.skipped.items(), key=lambda kv: -kv[1][0])]
+        return f"{total} line{'s' if total != 1 else ''} skipped: {', '.join(parts)}"
+
+    def _top(self, table: dict[str, list[float]], name: str, by: Callable[[list[float]], Any],
+             top: int) -> list[dict[str, Any]]:
+        ranked = sorted(table.items(), key=lambda kv: (by(kv[1]), str(kv[0])), reverse=True)[:top]
+        out = []
+        for key, stats in ranked:
+            item = {name: key, "sessions": int(stats[0]), "bytes_up": int(stats[1]),
+                    "bytes_down": int(stats[2]), "bytes": int(stats[1] + stats[2]),
+                    "duration_s": round(stats[3], 3)}
+            if len(stats) > 4:
+                item["refusals"] = int(stats[4])
+            out.append(item)
+        return out
+
+    def summary(self, top: int = 10) -> dict[str, Any]:
+        """DESIGN "Log analysis": ``summary --json``."""
+        self.finish()
+        durations = self.durations
+        result: dict[str, Any] = {
+            "first": self.first, "last": self.last, "lines": self.lines,
+            "skipped_lines": self.skipped_lines(),
+            "skipped": {reason: {"count": count, "first": where}
+                        for reason, (count, where) in self.skipped.items()},
+            "services": {name: dict(zip(_SERVICE_FIELDS, stats))
+                         for name, stats in sorted(self.services.items())},
+            "sessions_started": self.sessions_started,
+            "sessions_ended": self.sessions_ended,
+            "sessions_open": len(self.open),
+            "sessions_unknown": self.sessions_unknown,
+            "refusals": self.refusals,
+            "refusals_by_reason": dict(self.refusals_by_reason.most_common()),
+            "close_reasons": dict(self.close_reasons.most_common()),
+            "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
+            "duration_s": {"count": durations.count, "p50": durations.quantile(0.5),
+                           "p95": durations.quantile(0.95),
+                           "max": durations.max if durations.count else None},
+        }
+        for name, table in (("instances", self.instances), ("clients", self.clients)):
+            single = name[:-1] if name == "clients" else "instance_uuid"
+            result[f"top_{name}"] = self._top(table, single, lambda s: (s[0], s[1] + s[2]), top)
+            result[f"top_{name}_by_bytes"] = self._top(table, single, lambda s: s[1] + s[2], top)
+            result[f"top_{name}_by_time"] = self._top(table, single, lambda s: s[3], top)
+        return result
+
+    def error_groups(self) -> list[dict[str, Any]]:
+        """Warnings and errors grouped by (event, message), most frequent first."""
+        groups = [{"event": event, "message": message, "level": g[3], "count": g[0],
+                   "first": g[1], "last": g[2], "services": sorted(g[4]), "example": g[5],
+                   "where": g[6]}
+                  for (event, message), g in self.errors.items()]
+        groups.sort(key=lambda g: (-g["count"], g["event"], g["message"]))
+        return groups
+
+    def timeline(self, max_points: int = 1440) -> dict[str, Any]:
+        """Per-minute series from the first to the last minute seen (gaps are zeros); wider
+        steps (5, 15, 60 ... minutes) when the range has more than ``max_points`` minutes.
+
+        ``active`` is the number of sessions open at some time in each step: open when it
+        began plus those that opened in it (a one-second session still shows)."""
+        self.finish()
+        keys = []
+        for key in self.minutes:
+            try:
+                keys.append((parse_time(key + ":00"), key))
+            except ValueError:
+                continue
+        if not keys:
+            return {"step_minutes": 1, "times": [], "started": [], "refused": [],
+                    "bytes_up": [], "bytes_down": [], "active": []}
+        keys.sort()
+        start, end = keys[0][0], keys[-1][0]
+        minutes = int((end - start).total_seconds() // 60) + 1
+        step = next((s for s in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
+                     if minutes / s <= max_points), math.ceil(minutes / max_points))
+        count = math.ceil(minutes / step)
+        series = {name: [0] * count for name in ("started", "refused", "bytes_up",
+                                                  "bytes_down", "opened", "closed")}
+        slots = (("started", _STARTED), ("refused", _REFUSED), ("bytes_up", _UP),
+                 ("bytes_down", _DOWN), ("opened", _OPENED), ("closed", _CLOSED))
+        for when, key in keys:
+            index = int((when - start).total_seconds() // 60) // step
+            bucket = self.minutes[key]
+            for name, slot in slots:
+                series[name][index] += bucket[slot]
+        active, now = [], 0
+        for opened, closed in zip(series["opened"], series["closed"]):
+            active.append(now + opened)
+            now += opened - closed
+        return {"step_minutes": step,
+                "times": [iso(start + timedelta(minutes=i * step))[:16] + "Z"
+                          for i in range(count)],
+                "started": series["started"], "refused": series["refused"],
+                "bytes_up": series["bytes_up"], "bytes_down": series["bytes_down"],
+                "active": active}
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
