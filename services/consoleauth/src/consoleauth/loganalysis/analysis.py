@@ -53,7 +53,7 @@ REASON_OF_STATUS = {400: "bad_request", 401: "invalid_token", 403: "invalid_toke
                     429: "limited", 503: "consoleauth_unavailable"}
 
 # Fields whose value says what a warning or error was about, most telling first.
-MESSAGE_FIELDS = ("error", "reason", "close_detail", "detail", "message", "msg")
+MESSAGE_FIELDS = ("error", "reason", "close_detail", "detail", "message", "msg", "close_reason")
 MAX_MESSAGE = 200
 MAX_EXAMPLE = 2000
 MAX_ERROR_GROUPS = 10_000  # distinct (event, message) pairs kept; the rest pooled
@@ -247,7 +247,10 @@ class Analysis:
 
     def consume(self, lines: Iterable[bytes], origin: str) -> int:
         """Feed one source's lines (bytes, newline or not); ``origin`` names the source in
-        reports (``novncproxy.log:1203``). Returns the number of lines read."""
+        reports (``novncproxy.log:1203``). Returns the number of lines read.
+
+        The hot loop: one orjson decode and a few dict look-ups per line; type checks only
+        on the rare paths (a new service name, a level other than info)."""
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         services, handlers = self.services, self._handlers
         first, last = self.first or "\uffff", self.last or ""
@@ -266,32 +269,38 @@ class Analysis:
                 rec = loads(raw)
                 ts, service, level, event = (rec["timestamp"], rec["service"], rec["level"],
                                              rec["event"])
-            except decode_error:
-                tail = raw.rstrip()[-1:]
-                self.skip(NOT_JSON if tail == b"}" or raw[:1] != b"{" else TRUNCATED,
-                          f"{origin}:{number}")
+                # a str timestamp ("2026-12-03T..."): a list slices to no "T", others raise
+                ours = ts[10:11] == "T"
+                stats = services.get(service)  # unhashable values raise TypeError
+                handler = handlers.get(event)
+            except decode_error as exc:  # cut short: the decoder ran out at the very end
+                cut = raw[:1] == b"{" and exc.pos >= len(raw.rstrip())
+                self.skip(TRUNCATED if cut else NOT_JSON, f"{origin}:{number}")
                 continue
             except (KeyError, TypeError, IndexError):
+                ours = False
+            if not ours:
                 self.skip(NOT_OURS, f"{origin}:{number}")
                 continue
-            if (type(ts) is not str or type(service) is not str or type(event) is not str
-                    or type(level) is not str or ts[10:11] != "T"):
-                self.skip(NOT_OURS, f"{origin}:{number}")
-                continue
-            stats = services.get(service)
             if stats is None:
+                if type(service) is not str or type(event) is not str:
+                    self.skip(NOT_OURS, f"{origin}:{number}")
+                    continue
                 stats = services[service] = [0, 0, 0]
+            if level != "info":
+                if type(level) is not str or type(event) is not str:
+                    self.skip(NOT_OURS, f"{origin}:{number}")
+                    continue
+                if level in PROBLEM_LEVELS:
+                    stats[1 if level == "warning" else 2] += 1
+                    self._problem(rec, ts, service, level, event, raw, f"{origin}:{number}")
             stats[0] += 1
             if ts < first:
                 first = ts
             if ts > last:
                 last = ts
-            if level != "info" and level in PROBLEM_LEVELS:
-                stats[1 if level == "warning" else 2] += 1
-                self._problem(rec, ts, service, level, event, raw, f"{origin}:{number}")
-            handler = handlers.get(event)
             if handler is not None:
-                handler(rec, ts, service, (origin, replica), f"{origin}:{number}")
+                handler(rec, ts, service, origin, replica, number)
         self.lines += number
         self.first = None if first == "\uffff" else first
         self.last = last or None
@@ -305,7 +314,8 @@ class Analysis:
             bucket = self.minutes[ts[:16]] = [0, 0, 0, 0, 0, 0, 0]
         return bucket
 
-    def _stats(self, table: dict[str, list[float]], key: Any, width: int) -> list[float]:
+    @staticmethod
+    def _stats(table: dict[Any, list[float]], key: Any, width: int) -> list[float]:
         stats = table.get(key)
         if stats is None:
             stats = table[key] = [0] * width
@@ -318,11 +328,11 @@ class Analysis:
         except ValueError:
             return None
 
-    def _start(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
-               where: str) -> None:
+    def _start(self, rec: dict[str, Any], ts: str, service: str, origin: str,
+               replica: str | None, number: int) -> None:
         sid = rec.get("session_id")
-        if type(sid) is not str or self._valid_time(ts) is None:
-            self.skip(INCOMPLETE, where)
+        if type(sid) is not str:
+            self.skip(INCOMPLETE, f"{origin}:{number}")
             return
         self.sessions_started += 1
         bucket = self._minute(ts)
@@ -331,30 +341,42 @@ class Analysis:
         instance, client = _text(rec.get("instance_uuid")), _text(rec.get("client"))
         self._stats(self.instances, instance, 4)[0] += 1
         self._stats(self.clients, client, 5)[0] += 1
-        orphan = self.orphans.pop(sid, None)
-        if orphan is not None:  # its end came first (files read newest first)
-            self._closed_at(orphan["ended"])
-            orphan.update(started=ts, service=service, kind=orphan["kind"] or rec.get("kind"),
-                          state="ended")
-            self._row(orphan)
-            return
-        proc = (*process, rec.get("worker"))
+        if self.orphans:
+            orphan = self.orphans.pop(sid, None)
+            if orphan is not None:  # its end came first (files read newest first)
+                self._closed_at(orphan["ended"])
+                orphan.update(started=ts, service=service, kind=orphan["kind"] or rec.get("kind"),
+                              state="ended")
+                self._row(orphan)
+                return
+        proc = (origin, replica, rec.get("worker"))
         self.open[sid] = (ts, service, rec.get("kind"), instance, client, proc)
-        self.by_process.setdefault(proc, set()).add(sid)
+        sessions = self.by_process.get(proc)
+        if sessions is None:
+            self.by_process[proc] = {sid}
+        else:
+            sessions.add(sid)
 
     def _closed_at(self, ts: str) -> None:
         self._minute(ts)[_CLOSED] += 1
 
-    def _end(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
-             where: str) -> None:
-        sid = rec.get("session_id")
-        if type(sid) is not str or self._valid_time(ts) is None:
-            self.skip(INCOMPLETE, where)
+    def _end(self, rec: dict[str, Any], ts: str, service: str, origin: str,
+             replica: str | None, number: int) -> None:
+        get = rec.get
+        sid = get("session_id")
+        if type(sid) is not str:
+            self.skip(INCOMPLETE, f"{origin}:{number}")
             return
-        up, down = _count(rec.get("bytes_up")), _count(rec.get("bytes_down"))
-        duration = rec.get("duration_s")
-        duration = float(duration) if type(duration) in (int, float) and duration >= 0 else None
-        reason = _text(rec.get("close_reason"))
+        up, down, duration = get("bytes_up"), get("bytes_down"), get("duration_s")
+        if type(up) is not int or up < 0:
+            up = 0
+        if type(down) is not int or down < 0:
+            down = 0
+        if type(duration) is int:
+            duration = float(duration)
+        if type(duration) is not float or duration < 0:
+            duration = None
+        reason = _text(get("close_reason"))
         self.sessions_ended += 1
         self.close_reasons[reason or "-"] += 1
         self.bytes_up += up
@@ -369,54 +391,51 @@ class Analysis:
         opened = self.open.pop(sid, None)
         if opened is not None:
             started, service, kind, instance, client, proc = opened
-            self.by_process[proc].discard(sid)
-            if not self.by_process[proc]:
+            sessions = self.by_process[proc]
+            sessions.discard(sid)
+            if not sessions:
                 del self.by_process[proc]
             bucket[_CLOSED] += 1
         else:
-            started, kind = None, rec.get("kind")
-            instance, client = _text(rec.get("instance_uuid")), _text(rec.get("client"))
+            started, kind = None, get("kind")
+            instance, client = _text(get("instance_uuid")), _text(get("client"))
         seconds = duration or 0.0
-        inst = self._stats(self.instances, instance, 4)
-        cli = self._stats(self.clients, client, 5)
-        for stats in (inst, cli):
+        for stats in (self._stats(self.instances, instance, 4),
+                      self._stats(self.clients, client, 5)):
             stats[1] += up
             stats[2] += down
             stats[3] += seconds
-        row = {"session_id": sid, "service": service, "kind": kind, "instance_uuid": instance,
-               "client": client, "started": started, "ended": ts, "duration_s": duration,
-               "bytes_up": up, "bytes_down": down, "close_reason": reason, "state": "ended"}
-        if opened is not None or not relayed:
-            if not relayed:  # never relayed: no start line; it began duration_s earlier
-                row["started"] = self._before(ts, duration)
-            self._row(row)
-            return
-        # An end with no start yet: the start may come in a later (older) file.
-        self.orphans[sid] = row
+        if opened is None or self.keep is not None:
+            row = {"session_id": sid, "service": service, "kind": kind,
+                   "instance_uuid": instance, "client": client, "started": started,
+                   "ended": ts, "duration_s": duration, "bytes_up": up, "bytes_down": down,
+                   "close_reason": reason, "state": "ended"}
+            if opened is not None or not relayed:
+                if not relayed:  # never relayed: no start line; it began duration_s earlier
+                    row["started"] = self._before(ts, duration)
+                self._row(row)
+            else:  # an end with no start yet: the start may come in a later (older) file
+                self.orphans[sid] = row
 
-    def _refused(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
-                 where: str, reason: str | None = None) -> None:
-        if self._valid_time(ts) is None:
-            self.skip(INCOMPLETE, where)
-            return
+    def _refused(self, rec: dict[str, Any], ts: str, service: str, origin: str,
+                 replica: str | None, number: int, reason: str | None = None) -> None:
         self.refusals += 1
         self.refusals_by_reason[reason or _text(rec.get("reason")) or "-"] += 1
         self._minute(ts)[_REFUSED] += 1
         self._stats(self.clients, _text(rec.get("client")), 5)[4] += 1
 
-    def _xvp_refused(self, rec: dict[str, Any], ts: str, service: str,
-                     process: tuple[Any, ...], where: str) -> None:
+    def _xvp_refused(self, rec: dict[str, Any], ts: str, service: str, origin: str,
+                     replica: str | None, number: int) -> None:
         status = rec.get("status")
         if status is None:
             return  # closed before any request: a probe, not a refusal (DESIGN)
-        self._refused(rec, ts, service, process, where,
+        self._refused(rec, ts, service, origin, replica, number,
                       REASON_OF_STATUS.get(status, "bad_request"))
 
-    def _restart(self, rec: dict[str, Any], ts: str, service: str, process: tuple[Any, ...],
-                 where: str) -> None:
+    def _restart(self, rec: dict[str, Any], ts: str, service: str, origin: str,
+                 replica: str | None, number: int) -> None:
         """The process logged service.start/stop: its sessions still open lost their end."""
-        proc = (*process, rec.get("worker"))
-        lost = self.by_process.pop(proc, None)
+        lost = self.by_process.pop((origin, replica, rec.get("worker")), None)
         if not lost:
             return
         for sid in lost:
@@ -452,13 +471,18 @@ class Analysis:
     # ---- rows ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _before(ts: str, seconds: float | None) -> str:
-        return iso(parse_time(ts) - timedelta(seconds=seconds or 0))
+    def _before(ts: str, seconds: float | None) -> str | None:
+        try:
+            return iso(parse_time(ts) - timedelta(seconds=seconds or 0))
+        except (ValueError, OverflowError):
+            return None
 
     def _row(self, row: dict[str, Any]) -> None:
         if self.keep is None:
             return
         started = self._valid_time(row["started"]) if row["started"] else None
+        if started is None:
+            row["started"] = None  # not a time: shown as unknown, sorted last
         if not self.keep(row, started):
             return
         self._seq += 1
@@ -480,7 +504,7 @@ class Analysis:
         self._finished = True
         for sid, row in self.orphans.items():
             row["started"] = self._before(row["ended"], row["duration_s"])
-            self._minute(row["started"])[_OPENED] += 1
+            self._minute(row["started"] or row["ended"])[_OPENED] += 1
             self._closed_at(row["ended"])
             self._stats(self.instances, row["instance_uuid"], 4)[0] += 1
             self._stats(self.clients, row["client"], 5)[0] += 1
@@ -618,5 +642,3 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _count(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0

@@ -12,6 +12,7 @@ import gzip
 import re
 import sys
 import zlib
+from itertools import chain
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +44,18 @@ class Source:
 
     def read(self) -> Iterator[bytes]:
         """Every line; a read that fails mid-way (truncated gzip, I/O error) ends the source
-        and says why in ``error`` instead of raising."""
+        and says why in ``error`` instead of raising. Lines are handed out of each chunk's
+        list by C code (chain), not by a Python generator step per line."""
+        return chain.from_iterable(self._chunks())
+
+    def _chunks(self) -> Iterator[list[bytes]]:
         try:
             stream = self.open()
         except OSError as exc:
             self.error = exc.strerror or str(exc)
             return
         try:
-            yield from split_lines(stream)
+            yield from split_chunks(stream)
         except (OSError, EOFError, zlib.error) as exc:
             self.error = f"read failed: {exc}"
         finally:
@@ -59,6 +64,12 @@ class Source:
 
 
 def split_lines(stream: BinaryIO, chunk: int = CHUNK, max_line: int = MAX_LINE) -> Iterator[bytes]:
+    return chain.from_iterable(split_chunks(stream, chunk, max_line))
+
+
+def split_chunks(stream: BinaryIO, chunk: int = CHUNK,
+                 max_line: int = MAX_LINE) -> Iterator[list[bytes]]:
+    """Lists of whole lines, without their newlines, from reads of ``chunk`` bytes."""
     rest = b""
     dropping = False  # inside a line already longer than max_line
     while data := stream.read(chunk):
@@ -69,13 +80,14 @@ def split_lines(stream: BinaryIO, chunk: int = CHUNK, max_line: int = MAX_LINE) 
         if dropping and parts:
             parts[0] = TOO_LONG_LINE
             dropping = False
-        yield from parts
+        if parts:
+            yield parts
         if len(rest) > max_line:
             rest, dropping = b"", True
     if dropping:
-        yield TOO_LONG_LINE
+        yield [TOO_LONG_LINE]
     elif rest:
-        yield rest
+        yield [rest]
 
 
 def _rotation_key(path: Path) -> tuple[str, int, str]:
