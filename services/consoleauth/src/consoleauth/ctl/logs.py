@@ -23,6 +23,7 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -137,6 +138,18 @@ def _dump(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+def write_json_list(rows: Iterator[dict[str, Any]]) -> None:
+    """A JSON list, one object per line, written as the rows come."""
+    out, dumps = sys.stdout, orjson.dumps
+    out.write("[")
+    sep = "\n  "
+    for row in rows:
+        out.write(sep)
+        out.write(dumps(row).decode())
+        sep = ",\n  "
+    out.write("\n]\n" if sep != "\n  " else "]\n")
+
+
 def run(config: Config, args: argparse.Namespace) -> int:
     sources = _sources(args.paths)
     action = args.logs_action
@@ -154,15 +167,15 @@ def run(config: Config, args: argparse.Namespace) -> int:
         summary["source_errors"] = problems
         _dump(summary) if as_json else print(format_summary(summary, len(sources)))
     elif action == "sessions":
-        rows = analysis.session_rows()
+        rows = analysis.iter_session_rows()  # written as they come: no second copy
         if args.csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
             writer.writerow(ROW_KEYS)
-            writer.writerows([["" if r[k] is None else r[k] for k in ROW_KEYS] for r in rows])
+            writer.writerows(["" if r[k] is None else r[k] for k in ROW_KEYS] for r in rows)
         elif as_json:
-            _dump(rows)
+            write_json_list(rows)
         else:
-            print(format_sessions(rows))
+            print(format_sessions(list(rows)))
     elif action == "errors":
         groups = analysis.error_groups()[:args.limit]
         _dump(groups) if as_json else print(format_errors(groups))

@@ -26,13 +26,13 @@ the pre-fork ``worker`` field together.
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,6 +78,19 @@ def parse_time(ts: str) -> datetime:
 def iso(value: datetime) -> str:
     """The services' spelling: 2026-12-03T06:33:46.360596Z."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def canonical(ts: str | None) -> str | None:
+    """The services' spelling (``...:46.360596Z``) as is; other ISO spellings rewritten to
+    it, so that these strings sort and compare as the times they are. None if not a time."""
+    if ts is None:
+        return None
+    if len(ts) == 27 and ts[19] == "." and ts[26] == "Z" and ts[10] == "T":
+        return ts
+    try:
+        return iso(parse_time(ts))
+    except (ValueError, TypeError):
+        return None
 
 
 def split_prefix(raw: bytes) -> tuple[str | None, bytes]:
@@ -182,7 +195,16 @@ class SessionFilter:
     until: datetime | None = None
     min_duration: float | None = None
 
-    def __call__(self, row: dict[str, Any], started: datetime | None) -> bool:
+    @cached_property
+    def _since(self) -> str | None:
+        return None if self.since is None else iso(self.since)
+
+    @cached_property
+    def _until(self) -> str | None:
+        return None if self.until is None else iso(self.until)
+
+    def __call__(self, row: dict[str, Any], started: str | None) -> bool:
+        """``started``: the canonical start (``canonical``), None when unknown."""
         if self.instance is not None and row["instance_uuid"] != self.instance:
             return False
         if self.client is not None and row["client"] != self.client:
@@ -191,9 +213,9 @@ class SessionFilter:
             return False
         if self.reason is not None and self.reason not in (row["close_reason"], row["state"]):
             return False
-        if self.since is not None and (started is None or started < self.since):
+        if self._since is not None and (started is None or started < self._since):
             return False
-        if self.until is not None and (started is None or started > self.until):
+        if self._until is not None and (started is None or started > self._until):
             return False
         return self.min_duration is None or (row["duration_s"] or 0) >= self.min_duration
 
@@ -203,7 +225,7 @@ ROW_KEYS = ("session_id", "service", "kind", "instance_uuid", "client", "started
 
 
 class Analysis:
-    def __init__(self, keep: Callable[[dict[str, Any], datetime | None], bool] | None = None,
+    def __init__(self, keep: Callable[[dict[str, Any], str | None], bool] | None = None,
                  limit: int | None = None, max_error_groups: int = MAX_ERROR_GROUPS) -> None:
         self.keep = keep  # None: keep no rows (summary, errors, report)
         self.max_error_groups = max_error_groups
@@ -227,7 +249,7 @@ class Analysis:
         self.by_process: dict[tuple[Any, ...], set[str]] = {}
         self.orphans: dict[str, dict[str, Any]] = {}  # ends seen before their start
         self.errors: dict[tuple[str, str], list[Any]] = {}
-        self._rows: list[tuple[float, int, dict[str, Any]]] = []  # heap when limited
+        self._rows: list[tuple[str, int, tuple[Any, ...]]] = []
         self._seq = 0
         self._handlers: dict[str, Callable[..., None]] = {
             "session.start": self._start, "session.end": self._end,
@@ -480,21 +502,15 @@ class Analysis:
     def _row(self, row: dict[str, Any]) -> None:
         if self.keep is None:
             return
-        started = self._valid_time(row["started"]) if row["started"] else None
-        if started is None:
-            row["started"] = None  # not a time: shown as unknown, sorted last
+        started = row["started"] = canonical(row["started"])  # None: not a time, sorted last
         if not self.keep(row, started):
             return
         self._seq += 1
-        key = started.timestamp() if started is not None else float("inf")
-        if self.limit is None:
-            self._rows.append((key, self._seq, row))
-            return
-        item = (-key, -self._seq, row)  # a max-heap of the ``limit`` earliest
-        if len(self._rows) < self.limit:
-            heapq.heappush(self._rows, item)
-        elif item > self._rows[0]:
-            heapq.heapreplace(self._rows, item)
+        rows = self._rows
+        rows.append((started or "\uffff", self._seq, tuple([row[k] for k in ROW_KEYS])))
+        if self.limit is not None and len(rows) >= 2 * self.limit + 1024:
+            rows.sort()  # keep the ``limit`` earliest; amortised O(log limit) a row
+            del rows[self.limit:]
 
     def finish(self) -> None:
         """End of input: ends without a start began before the logs did; sessions with no
@@ -519,12 +535,17 @@ class Analysis:
                        "ended": None, "duration_s": so_far, "bytes_up": None,
                        "bytes_down": None, "close_reason": None, "state": "open"})
 
-    def session_rows(self) -> list[dict[str, Any]]:
-        """The kept sessions, sorted by start (unknown starts last)."""
+    def iter_session_rows(self) -> Iterator[dict[str, Any]]:
+        """The kept sessions, sorted by start (unknown starts last), one dict at a time."""
         self.finish()
-        if self.limit is None:
-            return [row for _, _, row in sorted(self._rows, key=lambda r: (r[0], r[1]))]
-        return [row for _, _, row in sorted(self._rows, key=lambda r: (-r[0], -r[1]))]
+        self._rows.sort()  # (start, seq, values): seq is unique, values never compared
+        if self.limit is not None:
+            del self._rows[self.limit:]
+        for _, _, values in self._rows:
+            yield dict(zip(ROW_KEYS, values))
+
+    def session_rows(self) -> list[dict[str, Any]]:
+        return list(self.iter_session_rows())
 
     # ---- results ------------------------------------------------------------------------------
 
