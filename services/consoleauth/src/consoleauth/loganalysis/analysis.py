@@ -564,7 +564,9 @@ class Analysis:
 
     def _top(self, table: dict[str, list[float]], name: str, by: Callable[[list[float]], Any],
              top: int) -> list[dict[str, Any]]:
-        ranked = sorted(table.items(), key=lambda kv: (by(kv[1]), str(kv[0])), reverse=True)[:top]
+        # largest first; ties by name, ascending
+        ranked = sorted(table.items(),
+                        key=lambda kv: (*(-x for x in by(kv[1])), str(kv[0])))[:top]
         out = []
         for key, stats in ranked:
             item = {name: key, "sessions": int(stats[0]), "bytes_up": int(stats[1]),
@@ -601,8 +603,8 @@ class Analysis:
         for name, table in (("instances", self.instances), ("clients", self.clients)):
             single = name[:-1] if name == "clients" else "instance_uuid"
             result[f"top_{name}"] = self._top(table, single, lambda s: (s[0], s[1] + s[2]), top)
-            result[f"top_{name}_by_bytes"] = self._top(table, single, lambda s: s[1] + s[2], top)
-            result[f"top_{name}_by_time"] = self._top(table, single, lambda s: s[3], top)
+            result[f"top_{name}_by_bytes"] = self._top(table, single, lambda s: (s[1] + s[2],), top)
+            result[f"top_{name}_by_time"] = self._top(table, single, lambda s: (s[3],), top)
         return result
 
     def error_groups(self) -> list[dict[str, Any]]:

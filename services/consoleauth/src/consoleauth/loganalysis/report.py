@@ -185,7 +185,9 @@ def render(summary: dict[str, Any], timeline: dict[str, Any], histogram: Sequenc
     if s["skipped_lines"]:
         parts = ", ".join(f'{v["count"]} {k} (first: {v["first"]})'
                           for k, v in s["skipped"].items())
-        skipped = f'<p class="warn">{s["skipped_lines"]} lines skipped: {escape(parts)}</p>'
+        plural = "s" if s["skipped_lines"] != 1 else ""
+        skipped = (f'<p class="warn">{s["skipped_lines"]} line{plural} skipped: '
+                   f'{escape(parts)}</p>')
     top = s["top_instances"]
     instances = hbar_chart("instances", [
         (str(r["instance_uuid"]), r["sessions"],
