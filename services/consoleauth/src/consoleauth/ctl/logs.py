@@ -205,7 +205,8 @@ def write_report(analysis: Analysis, sources: list[Source], path: Path, top: int
         _dump({"html": str(path), "bytes": len(page.encode()), "points": len(timeline["times"]),
                "step_minutes": timeline["step_minutes"], "summary": summary})
     else:
-        print(f"Wrote {path} ({len(timeline['times'])} time steps of "
+        steps = len(timeline["times"])
+        print(f"Wrote {path} ({steps} time step{'s' if steps != 1 else ''} of "
               f"{timeline['step_minutes']} min, {summary['sessions_started']} sessions, "
               f"{summary['refusals']} refusals)")
 
