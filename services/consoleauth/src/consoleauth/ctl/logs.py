@@ -22,6 +22,7 @@ import csv
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +32,8 @@ from console_common.runtime.config import Config, add_option_arguments, select
 from console_common.runtime.service import EXIT_OK, EXIT_USAGE
 
 from consoleauth.ctl.common import OPTIONS, PROG, CtlError, table
-from consoleauth.loganalysis.analysis import ROW_KEYS, Analysis, SessionFilter, parse_time
+from consoleauth.loganalysis.analysis import (KEEP_ALL, ROW_KEYS, Analysis, SessionFilter,
+                                              parse_time)
 from consoleauth.loganalysis.sources import InputError, Source, expand
 
 NAME = "logs"
@@ -138,16 +140,16 @@ def _dump(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def write_json_list(rows: Iterator[dict[str, Any]]) -> None:
-    """A JSON list, one object per line, written as the rows come."""
+def write_json_list(rows: Iterator[dict[str, Any]], batch: int = 512) -> None:
+    """A JSON list, one object per line, written as the rows come (in batches)."""
     out, dumps = sys.stdout, orjson.dumps
     out.write("[")
-    sep = "\n  "
-    for row in rows:
-        out.write(sep)
-        out.write(dumps(row).decode())
-        sep = ",\n  "
-    out.write("\n]\n" if sep != "\n  " else "]\n")
+    first = True
+    while chunk := list(islice(rows, batch)):
+        out.write(("\n  " if first else ",\n  ")
+                  + ",\n  ".join([dumps(row).decode() for row in chunk]))
+        first = False
+    out.write("]\n" if first else "\n]\n")
 
 
 def run(config: Config, args: argparse.Namespace) -> int:
@@ -158,6 +160,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
         keep = SessionFilter(instance=args.instance, client=args.client, service=args.service,
                              reason=args.reason, since=args.since, until=args.until,
                              min_duration=args.min_duration)
+        if keep == SessionFilter():
+            keep = KEEP_ALL
         limit = args.limit
     analysis = Analysis(keep=keep, limit=limit)
     problems = read_all(analysis, sources)

@@ -33,6 +33,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
+from sys import intern
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,6 +65,7 @@ PROBLEM_LEVELS = frozenset({"warning", "error", "critical"})
 DURATION_EDGES = (1, 10, 60, 300, 900, 3600, 14400)
 DURATION_LABELS = ("<1s", "1-10s", "10s-1m", "1-5m", "5-15m", "15m-1h", "1-4h", ">4h")
 
+_FIRST = itemgetter(0)
 _ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 _SERVICE_FIELDS = ("lines", "warnings", "errors")
 # Per-minute bucket slots.
@@ -220,6 +223,11 @@ class SessionFilter:
         return self.min_duration is None or (row["duration_s"] or 0) >= self.min_duration
 
 
+def KEEP_ALL(row: dict[str, Any], started: str | None) -> bool:  # noqa: N802 - a constant
+    """Keep every session (``sessions`` with no filter): the row path skips the call."""
+    return True
+
+
 ROW_KEYS = ("session_id", "service", "kind", "instance_uuid", "client", "started", "ended",
             "duration_s", "bytes_up", "bytes_down", "close_reason", "state")
 
@@ -249,8 +257,7 @@ class Analysis:
         self.by_process: dict[tuple[Any, ...], set[str]] = {}
         self.orphans: dict[str, dict[str, Any]] = {}  # ends seen before their start
         self.errors: dict[tuple[str, str], list[Any]] = {}
-        self._rows: list[tuple[str, int, tuple[Any, ...]]] = []
-        self._seq = 0
+        self._rows: list[tuple[str, tuple[Any, ...]]] = []  # (start, values)
         self._handlers: dict[str, Callable[..., None]] = {
             "session.start": self._start, "session.end": self._end,
             "session.refused": self._refused, "xvp.refused": self._xvp_refused,
@@ -360,7 +367,7 @@ class Analysis:
         bucket = self._minute(ts)
         bucket[_STARTED] += 1
         bucket[_OPENED] += 1
-        instance, client = _text(rec.get("instance_uuid")), _text(rec.get("client"))
+        instance, client = _shared(rec.get("instance_uuid")), _shared(rec.get("client"))
         self._stats(self.instances, instance, 4)[0] += 1
         self._stats(self.clients, client, 5)[0] += 1
         if self.orphans:
@@ -372,7 +379,10 @@ class Analysis:
                 self._row(orphan)
                 return
         proc = (origin, replica, rec.get("worker"))
-        self.open[sid] = (ts, service, rec.get("kind"), instance, client, proc)
+        kind = rec.get("kind")
+        # one copy of each repeated string for every row that keeps it
+        self.open[sid] = (ts, intern(service), intern(kind) if type(kind) is str else kind,
+                          instance, client, proc)
         sessions = self.by_process.get(proc)
         if sessions is None:
             self.by_process[proc] = {sid}
@@ -398,7 +408,8 @@ class Analysis:
             duration = float(duration)
         if type(duration) is not float or duration < 0:
             duration = None
-        reason = _text(get("close_reason"))
+        reason = get("close_reason")
+        reason = intern(reason) if type(reason) is str else _text(reason)  # shared by rows
         self.sessions_ended += 1
         self.close_reasons[reason or "-"] += 1
         self.bytes_up += up
@@ -427,14 +438,17 @@ class Analysis:
             stats[1] += up
             stats[2] += down
             stats[3] += seconds
-        if opened is None or self.keep is not None:
+        if opened is not None:
+            if self.keep is not None:
+                self._keep_row((sid, service, kind, instance, client, started, ts, duration,
+                                up, down, reason, "ended"))
+        else:
             row = {"session_id": sid, "service": service, "kind": kind,
                    "instance_uuid": instance, "client": client, "started": started,
                    "ended": ts, "duration_s": duration, "bytes_up": up, "bytes_down": down,
                    "close_reason": reason, "state": "ended"}
-            if opened is not None or not relayed:
-                if not relayed:  # never relayed: no start line; it began duration_s earlier
-                    row["started"] = self._before(ts, duration)
+            if not relayed:  # never relayed: no start line; it began duration_s earlier
+                row["started"] = self._before(ts, duration)
                 self._row(row)
             else:  # an end with no start yet: the start may come in a later (older) file
                 self.orphans[sid] = row
@@ -500,16 +514,24 @@ class Analysis:
             return None
 
     def _row(self, row: dict[str, Any]) -> None:
-        if self.keep is None:
+        if self.keep is not None:
+            self._keep_row(tuple(row.values()))  # every row dict is built in ROW_KEYS order
+
+    def _keep_row(self, values: tuple[Any, ...]) -> None:
+        """Keep a row (a tuple in ROW_KEYS order: a third of a dict's memory) if it passes
+        the filter."""
+        keep = self.keep
+        started = values[5]
+        if started is not None and not (len(started) == 27 and started[26] == "Z"
+                                        and started[19] == "."):
+            started = canonical(started)  # None: not a time, sorted last
+            values = (*values[:5], started, *values[6:])
+        if keep is not KEEP_ALL and not keep(dict(zip(ROW_KEYS, values)), started):  # type: ignore[misc]
             return
-        started = row["started"] = canonical(row["started"])  # None: not a time, sorted last
-        if not self.keep(row, started):
-            return
-        self._seq += 1
         rows = self._rows
-        rows.append((started or "\uffff", self._seq, tuple([row[k] for k in ROW_KEYS])))
+        rows.append((started or "\uffff", values))
         if self.limit is not None and len(rows) >= 2 * self.limit + 1024:
-            rows.sort()  # keep the ``limit`` earliest; amortised O(log limit) a row
+            rows.sort(key=_FIRST)  # keep the ``limit`` earliest; amortised O(log limit) a row
             del rows[self.limit:]
 
     def finish(self) -> None:
@@ -538,10 +560,10 @@ class Analysis:
     def iter_session_rows(self) -> Iterator[dict[str, Any]]:
         """The kept sessions, sorted by start (unknown starts last), one dict at a time."""
         self.finish()
-        self._rows.sort()  # (start, seq, values): seq is unique, values never compared
+        self._rows.sort(key=_FIRST)  # stable: equal starts stay in the order they came
         if self.limit is not None:
             del self._rows[self.limit:]
-        for _, _, values in self._rows:
+        for _, values in self._rows:
             yield dict(zip(ROW_KEYS, values))
 
     def session_rows(self) -> list[dict[str, Any]]:
@@ -657,6 +679,11 @@ class Analysis:
                 "started": series["started"], "refused": series["refused"],
                 "bytes_up": series["bytes_up"], "bytes_down": series["bytes_down"],
                 "active": active}
+
+
+def _shared(value: Any) -> str | None:
+    """Text, one copy per distinct value (instances and clients repeat across sessions)."""
+    return intern(value) if type(value) is str else _text(value)
 
 
 def _text(value: Any) -> str | None:
