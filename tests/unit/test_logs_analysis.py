@@ -358,6 +358,9 @@ def test_cli_report_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_:
         main(["logs", "sessions", str(log), "--since", "yesterday-ish"])
     assert exit_.value.code == 2
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_ctl(capsys, "logs", "summary", str(tmp_path / "empty"))
+    assert code == 2 and "no *.log* files" in err
     code, _, err = run_ctl(capsys, "logs", "report", str(log), "--html",
                            str(tmp_path / "no" / "dir" / "r.html"))
     assert code == 2 and "cannot write" in err

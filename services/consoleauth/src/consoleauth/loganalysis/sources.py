@@ -109,6 +109,8 @@ def expand(paths: Sequence[str]) -> list[Source]:
         path = Path(given)
         if path.is_dir():
             found = sorted((p for p in path.glob("*.log*") if p.is_file()), key=_rotation_key)
+            if not found:
+                raise InputError(f"{given}: no *.log* files in this directory")
             sources += [Source(str(p), p) for p in found]
         elif path.is_file():
             sources.append(Source(given, path))
