@@ -194,8 +194,8 @@ def render(summary: dict[str, Any], timeline: dict[str, Any], histogram: Sequenc
          f'{r["instance_uuid"]}: {r["sessions"]} sessions, {human_bytes(r["bytes"])}, '
          f'{human_seconds(r["duration_s"])}') for r in top])
     charts = [
-        (f"Sessions open per {per}", line_chart("active", times, timeline["active"],
-                                                "sessions open"), ()),
+        (f"Concurrent sessions (open at some time in each {per})",
+         line_chart("active", times, timeline["active"], "sessions open"), ()),
         (f"Sessions started and refused per {per}",
          bar_chart("started-refused", times, [("started", timeline["started"]),
                                               ("refused", timeline["refused"])],
