@@ -181,11 +181,17 @@ def test_a_restart_of_the_process_makes_its_open_sessions_unknown() -> None:
              line("service.start", "10:30:00.000000"), start("c", "10:31:00.000000")]
     other = [start("z", "10:00:00.000000", service="xvpvncproxy"),
              line("service.stop", "10:10:00.000000", "xvpvncproxy")]
-    analysis = analyse(("n.log", lines), ("x.log", other), keep=SessionFilter())
+    # pre-fork workers share a log; the master names the one that died
+    workers = [start("w0", "10:00:00.000000", worker=0), start("w1", "10:00:00.000000", worker=1),
+               line("worker.died", "10:01:00.000000", level="error", worker=1, pid=7,
+                    exit_code=-9, replaced=True)]
+    analysis = analyse(("n.log", lines), ("x.log", other), ("w.log", workers),
+                       keep=SessionFilter())
     state = {r["session_id"]: r["state"] for r in analysis.session_rows()}
-    assert state == {"a": "unknown", "b": "ended", "c": "open", "z": "unknown"}
+    assert state == {"a": "unknown", "b": "ended", "c": "open", "z": "unknown",
+                     "w0": "open", "w1": "unknown"}
     s = analysis.summary()
-    assert (s["sessions_open"], s["sessions_unknown"]) == (1, 2)
+    assert (s["sessions_open"], s["sessions_unknown"]) == (2, 3)
 
 
 def test_compose_prefixed_coloured_and_timestamped_lines() -> None:

@@ -19,7 +19,8 @@ Joining: ``session.start`` and ``session.end`` meet by ``session_id`` in any ord
 may be read newest first). An end without a start began before the logs did (its start is
 its end minus ``duration_s``), except ``close_reason=connect_failed``, which never relayed.
 A session still open when its process logged ``service.start`` or ``service.stop`` again
-lost its end (the process died or the log was cut): its state is ``unknown``; one open at
+(or its pre-fork master ``worker.died``) lost its end (the process died or the log was
+cut): its state is ``unknown``; one open at
 the end of the input is ``open``. A process is the source, the compose replica prefix and
 the pre-fork ``worker`` field together.
 """
@@ -262,6 +263,8 @@ class Analysis:
             "session.start": self._start, "session.end": self._end,
             "session.refused": self._refused, "xvp.refused": self._xvp_refused,
             "service.start": self._restart, "service.stop": self._restart,
+            # a pre-fork master names the worker that died: that worker's sessions
+            "worker.died": self._restart, "worker.exit": self._restart,
         }
         self._finished = False
 
@@ -470,7 +473,8 @@ class Analysis:
 
     def _restart(self, rec: dict[str, Any], ts: str, service: str, origin: str,
                  replica: str | None, number: int) -> None:
-        """The process logged service.start/stop: its sessions still open lost their end."""
+        """The process logged service.start/stop (or its pre-fork master logged that the
+        worker died): its sessions still open lost their end."""
         lost = self.by_process.pop((origin, replica, rec.get("worker")), None)
         if not lost:
             return
