@@ -28,6 +28,7 @@ the pre-fork ``worker`` field together.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 import re
 from array import array
 from collections import Counter
@@ -152,12 +153,7 @@ class Durations:
         self.count += 1
         if value > self.max:
             self.max = value
-        slot = 0
-        for edge in DURATION_EDGES:
-            if value < edge:
-                break
-            slot += 1
-        self.histogram[slot] += 1
+        self.histogram[bisect_right(DURATION_EDGES, value)] += 1
         if self.values is not None:
             self.values.append(value)
             if len(self.values) > self.cap:
@@ -299,8 +295,10 @@ class Analysis:
                     continue  # blank lines are not log lines
             try:
                 rec = loads(raw)
-                ts, service, level, event = (rec["timestamp"], rec["service"], rec["level"],
-                                             rec["event"])
+                ts = rec["timestamp"]
+                service = rec["service"]
+                level = rec["level"]
+                event = rec["event"]
                 # a str timestamp ("2026-12-03T..."): a list slices to no "T", others raise
                 ours = ts[10:11] == "T"
                 stats = services.get(service)  # unhashable values raise TypeError
@@ -371,8 +369,8 @@ class Analysis:
         bucket[_STARTED] += 1
         bucket[_OPENED] += 1
         instance, client = _shared(rec.get("instance_uuid")), _shared(rec.get("client"))
-        self._stats(self.instances, instance, 4)[0] += 1
-        self._stats(self.clients, client, 5)[0] += 1
+        (self.instances.get(instance) or self._stats(self.instances, instance, 4))[0] += 1
+        (self.clients.get(client) or self._stats(self.clients, client, 5))[0] += 1
         if self.orphans:
             orphan = self.orphans.pop(sid, None)
             if orphan is not None:  # its end came first (files read newest first)
@@ -436,11 +434,14 @@ class Analysis:
             started, kind = None, get("kind")
             instance, client = _text(get("instance_uuid")), _text(get("client"))
         seconds = duration or 0.0
-        for stats in (self._stats(self.instances, instance, 4),
-                      self._stats(self.clients, client, 5)):
-            stats[1] += up
-            stats[2] += down
-            stats[3] += seconds
+        stats = self.instances.get(instance) or self._stats(self.instances, instance, 4)
+        stats[1] += up
+        stats[2] += down
+        stats[3] += seconds
+        stats = self.clients.get(client) or self._stats(self.clients, client, 5)
+        stats[1] += up
+        stats[2] += down
+        stats[3] += seconds
         if opened is not None:
             if self.keep is not None:
                 self._keep_row((sid, service, kind, instance, client, started, ts, duration,

@@ -73,15 +73,18 @@ def split_chunks(stream: BinaryIO, chunk: int = CHUNK,
     rest = b""
     dropping = False  # inside a line already longer than max_line
     while data := stream.read(chunk):
-        if rest:
-            data = rest + data
         parts = data.split(b"\n")
+        if len(parts) == 1:  # no line ends in this chunk
+            if not dropping:
+                rest += data
+                if len(rest) > max_line:
+                    rest, dropping = b"", True
+            continue
+        # only the first line joins what was left of the last chunk: no copy of the chunk
+        parts[0] = TOO_LONG_LINE if dropping else rest + parts[0]
+        dropping = False
         rest = parts.pop()
-        if dropping and parts:
-            parts[0] = TOO_LONG_LINE
-            dropping = False
-        if parts:
-            yield parts
+        yield parts
         if len(rest) > max_line:
             rest, dropping = b"", True
     if dropping:
