@@ -159,6 +159,32 @@ def test_bad_lines_are_counted_with_the_first_place_never_fatal() -> None:
     assert only.skip_notice() == "3 lines skipped: not JSON (first: a.log:1)"
 
 
+def test_fields_of_any_json_type_never_crash_the_analysis() -> None:
+    """Every field of every line the analysis reads, replaced by each JSON type."""
+    base = [start("s1", "10:00:00.000000", worker=0), end("s1", "10:00:10.000000", 10.0),
+            end("s2", "10:00:11.000000", 1.0, reason="connect_failed"), refused("10:00:12.0"),
+            line("xvp.refused", "10:00:13.000000", "xvpvncproxy", status=401, reason="x"),
+            line("service.start", "10:00:14.000000", worker=0),
+            line("worker.died", "10:00:15.000000", level="error", worker=0),
+            line("bus.request_failed", "10:00:16.000000", level="warning", error="boom")]
+    odd = [None, 7, -1, 2.5, True, [1, 2], {"a": [1]}, "", "x" * 300]
+    variants = []
+    for text in base:
+        rec = json.loads(text)
+        for field in rec:
+            for value in odd:
+                variants.append(json.dumps({**rec, field: value}))
+    for keep in (None, SessionFilter(), SessionFilter(since=datetime(2026, 1, 1, tzinfo=UTC))):
+        analysis = analyse(("odd.log", base + variants), keep=keep)
+        json.dumps(analysis.summary())
+        json.dumps(analysis.session_rows())
+        json.dumps(analysis.error_groups())
+        analysis.timeline()
+        render(analysis.summary(), analysis.timeline(), analysis.durations.histogram,
+               analysis.error_groups(), ["odd.log"], "now")
+    assert analysis.skipped_lines() > 0
+
+
 def test_an_end_read_before_its_start_is_joined_and_a_lone_end_began_earlier() -> None:
     newer = [end("s1", "10:05:00.000000", 300.0), end("old", "10:00:30.000000", 90.0)]
     older = [start("s1", "10:00:00.000000")]

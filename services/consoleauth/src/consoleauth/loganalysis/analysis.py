@@ -379,7 +379,10 @@ class Analysis:
                               state="ended")
                 self._row(orphan)
                 return
-        proc = (origin, replica, rec.get("worker"))
+        proc = (origin, replica, _worker(rec))
+        if sid in self.open:  # the same id started again (a line read twice): the last wins
+            self._forget(sid)
+            self._closed_at(ts)
         kind = rec.get("kind")
         # one copy of each repeated string for every row that keeps it
         self.open[sid] = (ts, intern(service), intern(kind) if type(kind) is str else kind,
@@ -389,6 +392,16 @@ class Analysis:
             self.by_process[proc] = {sid}
         else:
             sessions.add(sid)
+
+    def _forget(self, sid: str) -> tuple[Any, ...] | None:
+        """Take an open session out of ``open`` and its process's set."""
+        opened = self.open.pop(sid, None)
+        if opened is not None:
+            sessions = self.by_process[opened[5]]
+            sessions.discard(sid)
+            if not sessions:
+                del self.by_process[opened[5]]
+        return opened
 
     def _closed_at(self, ts: str) -> None:
         self._minute(ts)[_CLOSED] += 1
@@ -422,13 +435,9 @@ class Analysis:
         relayed = reason != "connect_failed"
         if relayed and duration is not None:
             self.durations.add(duration)
-        opened = self.open.pop(sid, None)
+        opened = self._forget(sid)
         if opened is not None:
             started, service, kind, instance, client, proc = opened
-            sessions = self.by_process[proc]
-            sessions.discard(sid)
-            if not sessions:
-                del self.by_process[proc]
             bucket[_CLOSED] += 1
         else:
             started, kind = None, get("kind")
@@ -469,14 +478,14 @@ class Analysis:
         status = rec.get("status")
         if status is None:
             return  # closed before any request: a probe, not a refusal (DESIGN)
-        self._refused(rec, ts, service, origin, replica, number,
-                      REASON_OF_STATUS.get(status, "bad_request"))
+        reason = REASON_OF_STATUS.get(status) if type(status) is int else None
+        self._refused(rec, ts, service, origin, replica, number, reason or "bad_request")
 
     def _restart(self, rec: dict[str, Any], ts: str, service: str, origin: str,
                  replica: str | None, number: int) -> None:
         """The process logged service.start/stop (or its pre-fork master logged that the
         worker died): its sessions still open lost their end."""
-        lost = self.by_process.pop((origin, replica, rec.get("worker")), None)
+        lost = self.by_process.pop((origin, replica, _worker(rec)), None)
         if not lost:
             return
         for sid in lost:
@@ -684,6 +693,12 @@ class Analysis:
                 "started": series["started"], "refused": series["refused"],
                 "bytes_up": series["bytes_up"], "bytes_down": series["bytes_down"],
                 "active": active}
+
+
+def _worker(rec: dict[str, Any]) -> int | str | None:
+    """The pre-fork worker index (part of a process's identity, so a dict key)."""
+    worker = rec.get("worker")
+    return worker if worker is None or type(worker) in (int, str) else str(worker)
 
 
 def _shared(value: Any) -> str | None:
