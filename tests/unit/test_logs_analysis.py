@@ -167,7 +167,8 @@ def test_fields_of_any_json_type_never_crash_the_analysis() -> None:
             line("service.start", "10:00:14.000000", worker=0),
             line("worker.died", "10:00:15.000000", level="error", worker=0),
             line("bus.request_failed", "10:00:16.000000", level="warning", error="boom")]
-    odd = [None, 7, -1, 2.5, True, [1, 2], {"a": [1]}, "", "x" * 300]
+    odd = [None, 7, -1, 2.5, True, [1, 2], {"a": [1]}, "", "x" * 300, "2026-13-45T99:99:99Z",
+           "xxxxxxxxxxTxxxxx", "2026-12-03T10:00:00+02:00"]
     variants = []
     for text in base:
         rec = json.loads(text)
