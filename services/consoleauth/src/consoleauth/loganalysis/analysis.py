@@ -23,6 +23,11 @@ A session still open when its process logged ``service.start`` or ``service.stop
 cut): its state is ``unknown``; one open at
 the end of the input is ``open``. A process is the source, the compose replica prefix and
 the pre-fork ``worker`` field together.
+
+Times: the services write ISO-8601 UTC with microseconds (``2026-12-03T06:33:46.360596Z``),
+which sorts as text, so per-line work compares strings and takes the minute as the first
+16 characters; only session rows parse a time (and rewrite any other spelling to that one).
+A line with another UTC offset is still read, but falls in the minute its own text names.
 """
 
 from __future__ import annotations
