@@ -17,8 +17,10 @@ import pytest
 
 from consoleauth.ctl import logs as ctl_logs
 from consoleauth.ctl.main import main
-from consoleauth.loganalysis.analysis import (ROW_KEYS, Analysis, Durations, SessionFilter,
-                                              split_prefix)
+from consoleauth.loganalysis.analysis import Analysis
+from consoleauth.loganalysis.durations import Durations
+from consoleauth.loganalysis.lines import split_prefix
+from consoleauth.loganalysis.rows import ROW_KEYS, SessionFilter
 from consoleauth.loganalysis.report import render
 from consoleauth.loganalysis.sources import Source, expand, split_lines
 from tests.support import VENV_BIN

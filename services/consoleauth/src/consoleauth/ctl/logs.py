@@ -32,8 +32,9 @@ from console_common.runtime.config import Config, add_option_arguments, select
 from console_common.runtime.service import EXIT_OK, EXIT_USAGE
 
 from consoleauth.ctl.common import OPTIONS, PROG, CtlError, table
-from consoleauth.loganalysis.analysis import (KEEP_ALL, ROW_KEYS, Analysis, SessionFilter,
-                                              parse_time)
+from consoleauth.loganalysis.analysis import Analysis
+from consoleauth.loganalysis.lines import parse_time
+from consoleauth.loganalysis.rows import KEEP_ALL, ROW_KEYS, SessionFilter
 from consoleauth.loganalysis.sources import InputError, Source, expand
 
 NAME = "logs"

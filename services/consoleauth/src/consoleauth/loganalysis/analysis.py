@@ -9,7 +9,7 @@ prints), so a test feeds it hand-built lines.
 
 Streaming: memory grows with the sessions open at once, instances, clients, error groups
 (capped) and minutes of the time range, never with the number of lines. Kept session rows
-(``sessions``) are the output itself; ``limit`` bounds them with a heap.
+(``sessions``) are the output itself; ``limit`` keeps at most about twice that many.
 
 Every line is decoded with orjson (about 4x the standard library's json.loads here; the
 benchmark in bench/logs.py): a line we count is a line we checked, so a cheap substring
@@ -33,27 +33,23 @@ A line with another UTC offset is still read, but falls in the minute its own te
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-import re
-from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from functools import cached_property
+from datetime import datetime, timedelta
 from operator import itemgetter
 from sys import intern
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
+from consoleauth.loganalysis.durations import Durations
+from consoleauth.loganalysis.lines import (TOO_LONG_LINE, canonical, iso, message_of, parse_time,
+                                           split_prefix)
+from consoleauth.loganalysis.rows import KEEP_ALL, ROW_KEYS
+
 # Why a line was skipped (the words of the report: "3 lines skipped: not JSON (first: ...)").
 NOT_JSON, TRUNCATED, NOT_OURS, INCOMPLETE, TOO_LONG = (
     "not JSON", "truncated", "not ours", "incomplete session line", "too long")
-UNREADABLE = "unreadable"  # a source that failed mid-way (sources.py reports it)
-
-# A sources.py marker for a line longer than its cap: counted, never decoded.
-TOO_LONG_LINE = b"\x00line too long\x00"
 
 # xvpvncproxy logs refusals that are not limits as ``xvp.refused`` with the HTTP status it
 # answered (None: closed before any request, a health probe, not a refusal).
@@ -61,177 +57,14 @@ REASON_OF_STATUS = {400: "bad_request", 401: "invalid_token", 403: "invalid_toke
                     408: "head_timeout", 413: "head_too_large", 431: "head_too_large",
                     429: "limited", 503: "consoleauth_unavailable"}
 
-# Fields whose value says what a warning or error was about, most telling first.
-MESSAGE_FIELDS = ("error", "reason", "close_detail", "detail", "message", "msg", "close_reason")
-MAX_MESSAGE = 200
 MAX_EXAMPLE = 2000
 MAX_ERROR_GROUPS = 10_000  # distinct (event, message) pairs kept; the rest pooled
 PROBLEM_LEVELS = frozenset({"warning", "error", "critical"})
 
-# Duration histogram edges (seconds) for the report: <1s, 1-10s, ... >4h.
-DURATION_EDGES = (1, 10, 60, 300, 900, 3600, 14400)
-DURATION_LABELS = ("<1s", "1-10s", "10s-1m", "1-5m", "5-15m", "15m-1h", "1-4h", ">4h")
-
 _FIRST = itemgetter(0)
-_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 _SERVICE_FIELDS = ("lines", "warnings", "errors")
 # Per-minute bucket slots.
 _STARTED, _ENDED, _REFUSED, _UP, _DOWN, _OPENED, _CLOSED = range(7)
-
-
-def parse_time(ts: str) -> datetime:
-    """An ISO-8601 timestamp as an aware UTC datetime (naive means UTC)."""
-    value = datetime.fromisoformat(ts)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def iso(value: datetime) -> str:
-    """The services' spelling: 2026-12-03T06:33:46.360596Z."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def canonical(ts: str | None) -> str | None:
-    """The services' spelling (``...:46.360596Z``) as is; other ISO spellings rewritten to
-    it, so that these strings sort and compare as the times they are. None if not a time."""
-    if ts is None:
-        return None
-    if len(ts) == 27 and ts[19] == "." and ts[26] == "Z" and ts[10] == "T":
-        return ts
-    try:
-        return iso(parse_time(ts))
-    except (ValueError, TypeError):
-        return None
-
-
-def split_prefix(raw: bytes) -> tuple[str | None, bytes]:
-    """A line as ``docker compose logs`` prints it (``novncproxy-1  | {...}``, maybe coloured,
-    maybe with ``-t`` timestamps) -> (replica, the JSON part). Other lines come back
-    stripped, replica None."""
-    line = raw.strip()
-    if line[:1] == b"\x1b":
-        line = _ANSI.sub(b"", line)
-    replica = None
-    bar = line.find(b" | ") if line[:1] != b"{" else -1
-    if 0 < bar < 128 and b"{" not in line[:bar]:
-        replica = line[:bar].strip().decode("utf-8", "replace")
-        line = line[bar + 3:].lstrip()
-    elif line.endswith(b" |") and 0 < len(line) < 130:  # an empty line of a replica
-        return line[:-2].strip().decode("utf-8", "replace"), b""
-    if line[:1] != b"{" and line[:2].isdigit():  # `docker compose logs -t`: a timestamp first
-        space = line.find(b" {")
-        if 0 < space < 40:
-            line = line[space + 1:]
-    return replica, line
-
-
-def message_of(rec: dict[str, Any]) -> str:
-    """What a warning or error line was about, in one short string."""
-    for field in MESSAGE_FIELDS:
-        value = rec.get(field)
-        if value not in (None, ""):
-            return str(value)[:MAX_MESSAGE]
-    exc = rec.get("exception")
-    if isinstance(exc, list) and exc and isinstance(exc[-1], dict):  # structlog dict traceback
-        last = exc[-1]
-        return f"{last.get('exc_type', '')}: {last.get('exc_value', '')}"[:MAX_MESSAGE]
-    if isinstance(exc, str) and exc:
-        return exc.strip().splitlines()[-1][:MAX_MESSAGE]
-    return ""
-
-
-class Durations:
-    """Session durations for p50/p95/max: exact up to ``cap`` values, then folded into
-    log-spaced buckets 1% wide (so memory stays bounded on any input)."""
-
-    STEP = math.log(1.01)
-    FLOOR = 0.001
-
-    def __init__(self, cap: int = 200_000) -> None:
-        self.cap = cap
-        self.values: array[float] | None = array("d")
-        self.buckets: Counter[int] = Counter()
-        self.count = 0
-        self.max = 0.0
-        self.histogram = [0] * len(DURATION_LABELS)
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        if value > self.max:
-            self.max = value
-        self.histogram[bisect_right(DURATION_EDGES, value)] += 1
-        if self.values is not None:
-            self.values.append(value)
-            if len(self.values) > self.cap:
-                for v in self.values:
-                    self.buckets[self._key(v)] += 1
-                self.values = None
-        else:
-            self.buckets[self._key(value)] += 1
-
-    def _key(self, value: float) -> int:
-        return 0 if value <= self.FLOOR else int(math.log(value / self.FLOOR) / self.STEP) + 1
-
-    def quantile(self, q: float) -> float | None:
-        """Nearest-rank quantile (exact, or within 1% once folded)."""
-        if not self.count:
-            return None
-        rank = max(1, math.ceil(q * self.count))
-        if self.values is not None:
-            return sorted(self.values)[rank - 1]
-        seen = 0
-        for key in sorted(self.buckets):
-            seen += self.buckets[key]
-            if seen >= rank:
-                if key == 0:
-                    return self.FLOOR
-                return round(min(self.max, self.FLOOR * math.exp((key - 0.5) * self.STEP)), 3)
-        return self.max
-
-
-@dataclass(frozen=True)
-class SessionFilter:
-    """Which sessions ``sessions`` shows; None means any. Times are aware datetimes."""
-
-    instance: str | None = None
-    client: str | None = None
-    service: str | None = None
-    reason: str | None = None  # close_reason, or "open"/"unknown" for sessions with no end
-    since: datetime | None = None
-    until: datetime | None = None
-    min_duration: float | None = None
-
-    @cached_property
-    def _since(self) -> str | None:
-        return None if self.since is None else iso(self.since)
-
-    @cached_property
-    def _until(self) -> str | None:
-        return None if self.until is None else iso(self.until)
-
-    def __call__(self, row: dict[str, Any], started: str | None) -> bool:
-        """``started``: the canonical start (``canonical``), None when unknown."""
-        if self.instance is not None and row["instance_uuid"] != self.instance:
-            return False
-        if self.client is not None and row["client"] != self.client:
-            return False
-        if self.service is not None and row["service"] != self.service:
-            return False
-        if self.reason is not None and self.reason not in (row["close_reason"], row["state"]):
-            return False
-        if self._since is not None and (started is None or started < self._since):
-            return False
-        if self._until is not None and (started is None or started > self._until):
-            return False
-        return self.min_duration is None or (row["duration_s"] or 0) >= self.min_duration
-
-
-def KEEP_ALL(row: dict[str, Any], started: str | None) -> bool:  # noqa: N802 - a constant
-    """Keep every session (``sessions`` with no filter): the row path skips the call."""
-    return True
-
-
-ROW_KEYS = ("session_id", "service", "kind", "instance_uuid", "client", "started", "ended",
-            "duration_s", "bytes_up", "bytes_down", "close_reason", "state")
 
 
 class Analysis:

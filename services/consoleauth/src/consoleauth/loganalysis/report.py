@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from consoleauth.loganalysis.analysis import DURATION_LABELS
+from consoleauth.loganalysis.durations import DURATION_LABELS
 
 WIDTH, HEIGHT = 880, 220
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 34

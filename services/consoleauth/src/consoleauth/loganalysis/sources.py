@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from consoleauth.loganalysis.analysis import TOO_LONG_LINE
+from consoleauth.loganalysis.lines import TOO_LONG_LINE
 
 CHUNK = 1 << 20
 MAX_LINE = 1 << 20
