@@ -43,6 +43,9 @@ bench: system setup ## Full benchmark vs websockify and socat (about 6 minutes)
 bench-quick: system setup ## Short benchmark run (about 2 minutes)
 	$(UV) run python bench/run.py --quick
 
+bench-logs: setup ## consolectl logs on a generated 1 GB log: lines/s on one core, peak RSS
+	$(UV) run python bench/logs.py
+
 compose-up: ## Build the images and start the compose cluster on a private dockerd (edge on :6080/:6081)
 	bash scripts/compose-up.sh
 

@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-LOGS=${CONSOLE_RUN_LOGS:-.state/logs}
+LOGS=${RUN_LOCAL_LOGS:-.state/logs}
 mkdir -p "$LOGS"
 pids=()
 names=()

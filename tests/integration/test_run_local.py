@@ -30,7 +30,7 @@ def start(tmp_path: Path) -> tuple[subprocess.Popen, Path, dict[str, int]]:
     vnc_base = free_port()
     env = {
         **os.environ,
-        "CONSOLE_RUN_LOGS": str(tmp_path / "logs"),
+        "RUN_LOCAL_LOGS": str(tmp_path / "logs"),
         "CONSOLE_STATE_DIR": str(tmp_path / "state"),
         "CONSOLE_NOVNCPROXY_PORT": str(ports["novnc"]),
         "CONSOLE_XVPVNCPROXY_PORT": str(ports["xvp"]),

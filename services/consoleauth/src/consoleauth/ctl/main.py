@@ -1,5 +1,5 @@
 """`consolectl`: the operator/user CLI (get-vnc-console, authorize, check, revoke, status,
-vnc-bridge).
+vnc-bridge, logs).
 
 The common options (--consoleauth-url, --consoleauth-timeout, --compute-url,
 --config-file, --json, --log-level ...) are accepted before or after the subcommand.
@@ -26,12 +26,12 @@ from console_common.runtime.config import (
 from console_common.runtime.logging import configure
 from console_common.runtime.service import EXIT_USAGE
 
-from consoleauth.ctl import (authorize, check, disconnect, get_vnc_console, keys, revoke,
-                             sessions, status)
+from consoleauth.ctl import (authorize, check, disconnect, get_vnc_console, keys, logs,
+                             revoke, sessions, status)
 from consoleauth.ctl.common import OPTIONS, PROG, CtlError, use_curve
 
 COMMANDS: tuple[ModuleType, ...] = (get_vnc_console, authorize, check, revoke, sessions,
-                                    disconnect, status, keys)
+                                    disconnect, status, keys, logs)
 BRIDGE = "vnc-bridge"
 BRIDGE_MODULE = "consoleauth.ctl.vnc_bridge"
 DESCRIPTION = "Console proxy suite CLI: console URLs, tokens and service status."
