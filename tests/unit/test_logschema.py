@@ -163,3 +163,15 @@ def test_real_logging_output_fits_the_schema():
     assert isinstance(lines[1]["exception"], list)
     assert [problems(line) for line in lines[:4]] == [[], [], [], []]
     assert "consoleauth token.authorized: missing field 'instance_uuid'" in problems(lines[4])
+
+
+def test_lnav_format_file_matches_the_schema():
+    fmt = REPO / "monitoring" / "lnav" / "console_suite.json"
+    assert json.loads(fmt.read_text()) == logschema.lnav_format(), (
+        "monitoring/lnav/console_suite.json differs from the schema: run `.venv/bin/python -m "
+        "console_common.runtime.logschema --lnav > monitoring/lnav/console_suite.json`")
+    values = logschema.lnav_format()[logschema.LNAV_NAME]["value"]
+    kinds = {name: values[name]["kind"] for name in ("bytes_up", "duration_s", "session_id",
+                                                     "endpoints", "ssl_only")}
+    assert kinds == {"bytes_up": "integer", "duration_s": "float", "session_id": "string",
+                     "endpoints": "json", "ssl_only": "boolean"}

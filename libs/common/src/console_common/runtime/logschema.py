@@ -4,7 +4,8 @@ Kept next to the code that logs, and enforced three ways (tests):
   - every ``log.<level>("event", field=...)`` call in libs/ and services/ names an event,
     level and fields listed here (tests/unit/test_logschema.py reads the source);
   - every line every service wrote during the integration suite validates (``problems``);
-  - docs/logs.md is rendered from it (``render_markdown``) and must equal the file.
+  - docs/logs.md is rendered from it (``render_markdown``) and must equal the file, as
+    must the lnav format monitoring/lnav/console_suite.json (``lnav_format``).
 
 A field's type is ``str``, ``int``, ``number`` (int or float), ``bool``, ``list``,
 ``list[str]``, ``list[int]``, ``object`` or ``null``; ``a|b`` is either; a leading ``?``
@@ -194,7 +195,7 @@ EVENTS: tuple[Event, ...] = (
         "net/bus/server.py", EXC, endpoint="str"),
     _ev("bus.key_refused", SERVERS, "warning", "A CURVE client key is not authorized "
         "(rate-limited; key: its first 8 Z85 characters).", "net/bus/curve.py",
-        domain="str", peer="str", role="str", key="str", suppressed="int"),
+        domain="str", peer="str", role="str|null", key="str", suppressed="int"),
     # -- fake-compute ----------------------------------------------------------------------
     _ev("console.authorized", (COMPUTE,), "info", "get_vnc_console authorized a token with "
         "consoleauth.", "fakecompute/control.py", instance="str", instance_uuid="str",
@@ -429,5 +430,73 @@ def render_markdown() -> str:
     return "\n".join(lines)
 
 
+# -- the lnav format (monitoring/lnav/console_suite.json is this, checked by a unit test) -
+
+LNAV_NAME = "console_suite_log"  # also the SQL table lnav makes of these lines
+_LNAV_IDENTIFIERS = ("service", "event", "session_id", "token_id", "instance_uuid", "client",
+                     "target", "close_reason", "reason", "kind", "logger")
+
+
+def _lnav_kind(spec: str) -> str:
+    parts = set(spec.lstrip("?").split("|")) - {"null"}
+    if parts <= {"int"}:
+        return "integer"
+    if parts <= {"int", "number"}:
+        return "float"
+    if parts == {"bool"}:
+        return "boolean"
+    if parts == {"str"}:
+        return "string"
+    return "json"
+
+
+def lnav_format() -> dict[str, Any]:
+    """lnav's JSON format for these lines: every field of the schema a column of the
+    ``console_suite_log`` table (a field typed differently by two events is a string)."""
+    kinds: dict[str, str] = {}
+    specs = [SESSION, COMMON_OPTIONAL, FOREIGN_FIELDS, *(e.fields for e in EVENTS)]
+    for fields in specs:
+        for name, spec in fields.items():
+            kind = _lnav_kind(spec)
+            if kinds.get(name, kind) != kind:
+                kind = "string" if "json" not in (kind, kinds[name]) else "json"
+            kinds[name] = kind
+    values: dict[str, Any] = {"service": {"kind": "string", "identifier": True},
+                              "event": {"kind": "string", "identifier": True}}
+    for name in sorted(kinds):
+        values[name] = {"kind": kinds[name]}
+        if name in _LNAV_IDENTIFIERS:
+            values[name]["identifier"] = True
+    return {
+        "$schema": "https://lnav.org/schemas/format-v1.schema.json",
+        LNAV_NAME: {
+            "title": "Console proxy suite",
+            "description": "JSON lines of consoleauth, novncproxy, xvpvncproxy, fake-compute "
+                           "and consolectl (docs/logs.md). Generated from "
+                           "console_common/runtime/logschema.py.",
+            "url": "docs/logs.md",
+            "json": True,
+            "hide-extra": False,
+            "timestamp-field": "timestamp",
+            "level-field": "level",
+            "level": {level: f"^{level}$" for level in LEVELS},
+            "line-format": [
+                {"field": "__timestamp__"}, " ",
+                {"field": "level", "min-width": 7, "text-transform": "uppercase"}, " ",
+                {"field": "service", "min-width": 12}, " ",
+                {"field": "event", "min-width": 20}, " ",
+                {"field": "session_id", "default-value": ""},
+            ],
+            "value": values,
+        },
+    }
+
+
 if __name__ == "__main__":
-    print(render_markdown(), end="")
+    import json
+    import sys
+
+    if sys.argv[1:] == ["--lnav"]:
+        print(json.dumps(lnav_format(), indent=2))
+    else:
+        print(render_markdown(), end="")
