@@ -58,7 +58,7 @@ def test_promtool_checks_the_shipped_configs_and_rules():
         assert "SUCCESS" in done.stdout + done.stderr
     done = _run(promtool, "check", "rules", "alerts.yml", cwd=PROMETHEUS_DIR)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 9 rules found" in done.stdout
 
 
 def test_promtool_rule_tests_fire_and_stay_silent():
@@ -69,7 +69,7 @@ def test_promtool_rule_tests_fire_and_stay_silent():
     tests = (PROMETHEUS_DIR / "alerts_test.yml").read_text()
     alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines()
               if line.strip().startswith("- alert:")]
-    assert len(alerts) == 7
+    assert len(alerts) == 9
     for alert in alerts:  # every alert has a test that fires it and one that does not
         assert tests.count(f"alertname: {alert}") >= 2, alert
 
@@ -81,6 +81,7 @@ def test_promtool_rule_tests_fire_and_stay_silent():
 class Suite:
     logs: Path
     bus: str
+    consoleauth_metrics_port: int
     novnc_port: int
     xvp_port: int
     xvp_metrics_port: int
@@ -159,6 +160,8 @@ def _prometheus_config(suite: Suite) -> dict:
                    "scrape_timeout": "900ms"},
         "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
         "scrape_configs": [
+            {"job_name": "consoleauth",
+             "static_configs": [{"targets": [f"127.0.0.1:{suite.consoleauth_metrics_port}"]}]},
             {"job_name": "novncproxy",
              "static_configs": [{"targets": [f"127.0.0.1:{suite.novnc_port}"]}]},
             {"job_name": "xvpvncproxy",
@@ -176,8 +179,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     services: list[ServiceProcess] = []
     prom: subprocess.Popen | None = None
     try:
+        consoleauth_metrics_port = free_port()
         services.append(ServiceProcess.start(
-            "consoleauth", ["--consoleauth-listen", bus, "--token-store", "memory"], logs))
+            "consoleauth", ["--consoleauth-listen", bus, "--token-store", "memory",
+                            "--consoleauth-metrics-port", str(consoleauth_metrics_port)], logs))
         wait_bus(bus)
         novnc_port, xvp_port, xvp_metrics_port = free_port(), free_port(), free_port()
         services.append(ServiceProcess.start("novncproxy", [
@@ -189,7 +194,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
             "--max-sessions", str(XVP_MAX_SESSIONS)], logs))
         for port in (novnc_port, xvp_port, xvp_metrics_port):
             wait_tcp("127.0.0.1", port)
-        s = Suite(logs, bus, novnc_port, xvp_port, xvp_metrics_port, target, services)
+        s = Suite(logs, bus, consoleauth_metrics_port, novnc_port, xvp_port, xvp_metrics_port,
+                  target, services)
         config = logs / "prometheus.json"
         config.write_text(json.dumps(_prometheus_config(s), indent=1))
         check = _run(_tool("promtool"), "check", "config", str(config))
@@ -206,8 +212,8 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         _wait_ready(s, prom, logs / "prometheus.log")
         # its discovery hands targets over after ~5 s: traffic before the first scrape
         # would be each counter's baseline, invisible to rate()
-        _poll("first scrape of both proxies", lambda: _by_job(s.query("up")),
-              {"novncproxy": 1.0, "xvpvncproxy": 1.0})
+        _poll("first scrape of every service", lambda: _by_job(s.query("up")),
+              {"consoleauth": 1.0, "novncproxy": 1.0, "xvpvncproxy": 1.0})
         yield s
     finally:
         if prom is not None:
@@ -278,8 +284,16 @@ def _by_job(result: list[dict]) -> dict[str, float]:
 def test_prometheus_scrapes_the_suite_and_evaluates_the_rules(suite: Suite, traffic: Counter):
     # every target up, the events link to consoleauth heard by both proxies
     both = {"novncproxy": 1.0, "xvpvncproxy": 1.0}
-    _poll("both targets up", lambda: _by_job(suite.query("up")), both)
+    _poll("every target up", lambda: _by_job(suite.query("up")), {**both, "consoleauth": 1.0})
     _poll("events links up", lambda: _by_job(suite.query("console_events_link_up")), both)
+    # consoleauth's own count: one authorize_console per session the test made
+    sessions = traffic["novnc_sessions"] + traffic["xvp_sessions"]
+    _poll("consoleauth authorize_console ok", lambda: _by_job(suite.query(
+        'consoleauth_requests_total{method="authorize_console", result="ok"}')),
+        {"consoleauth": float(sessions)})
+    invalid = _by_job(suite.query('sum by (job) (consoleauth_requests_total{'
+                                  'result="InvalidToken"})'))
+    assert invalid["consoleauth"] >= 1  # the refusals (token checks may be batched)
     # what the traffic did, read back through the HTTP API
     expected = {
         "console_sessions_total": {"novncproxy": traffic["novnc_sessions"],
@@ -301,7 +315,7 @@ def test_prometheus_scrapes_the_suite_and_evaluates_the_rules(suite: Suite, traf
     # the shipped rules are loaded and evaluate without errors against the real series
     groups = suite.api("/api/v1/rules")["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
-    assert len(rules) == 7
+    assert len(rules) == 9
     assert {r["health"] for r in rules.values()} == {"ok"}, rules
 
     # refusals spiked (200 in 3 s on novncproxy): pending (the rule wants 2 minutes of it)
@@ -324,8 +338,9 @@ def test_prometheus_scrapes_the_suite_and_evaluates_the_rules(suite: Suite, traf
     suite.driven["xvp_sessions"] += XVP_MAX_SESSIONS
     now = alerts()
     # consoleauth answers, links are up, targets are up: those stay silent
-    for quiet in ("ConsoleauthDown", "ConsoleTokenCheckErrors", "ConsoleProxyNoEventsLink",
-                  "ConsoleProxyDown", "ConsoleTokenCheckSlow"):
+    for quiet in ("ConsoleauthDown", "ConsoleauthUnheard", "ConsoleauthErrors",
+                  "ConsoleTokenCheckErrors", "ConsoleProxyNoEventsLink", "ConsoleProxyDown",
+                  "ConsoleTokenCheckSlow"):
         assert not any(name == quiet for name, _ in now), now
 
 

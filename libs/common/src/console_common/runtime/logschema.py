@@ -215,7 +215,7 @@ EVENTS: tuple[Event, ...] = (
     # -- service life cycle (runtime/service.py, runtime/workers.py, each cli.py) ---------
     _ev("service.start", (CONSOLEAUTH,), "info", "consoleauth is serving.",
         "consoleauth/cli.py", version="str", listen="str", events="str", store="str",
-        ttl_s="number", curve="bool", authorized_keys="int|null"),
+        ttl_s="number", curve="bool", authorized_keys="int|null", metrics_port="int|null"),
     _ev("service.start", (NOVNC,), "info", "novncproxy (or one worker) is serving.",
         "novncproxy/cli.py", version="str", listen="str", scheme="str", ssl_only="bool",
         novnc_dir="str|null", consoleauth="list[str]", max_sessions="int", workers="int",
