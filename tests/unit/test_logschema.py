@@ -53,8 +53,8 @@ def _log_calls():
             else:
                 continue
             keywords = {k.arg for k in node.keywords if k.arg is not None}
-            if func.attr == "exception" if isinstance(func, ast.Attribute) else False:
-                keywords.add("exc_info")
+            if isinstance(func, ast.Attribute) and func.attr == "exception":
+                keywords.add("exc_info")  # log.exception() renders the traceback
             yield f"{rel}:{node.lineno}", first.value, level, keywords, services
 
 

@@ -367,7 +367,8 @@ def _fields_text(fields: Mapping[str, str]) -> str:
     out = []
     for name, spec in fields.items():
         optional = spec.startswith("?")
-        out.append(f"`{name}`{'?' if optional else ''}: {spec.lstrip('?')}")
+        kind = spec.lstrip("?").replace("|", "\\|")  # inside a Markdown table
+        out.append(f"`{name}`{'?' if optional else ''}: {kind}")
     return ", ".join(out)
 
 
@@ -417,9 +418,10 @@ def render_markdown() -> str:
     ]
     session_keys = set(SESSION)
     for event in sorted(EVENTS, key=lambda e: (e.name, e.services)):
-        own = {k: v for k, v in event.fields.items() if k not in session_keys}
+        in_session = session_keys <= event.fields.keys()
+        own = {k: v for k, v in event.fields.items() if not in_session or k not in session_keys}
         fields = _fields_text(own)
-        if session_keys <= event.fields.keys():
+        if in_session:
             optional = event.fields["session_id"].startswith("?")
             fields = ("session fields" + (" (when in a session)" if optional else "")
                       + ("" if fields == "—" else ", " + fields))
