@@ -244,8 +244,8 @@ def _wait_ready(suite: Suite, prom: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def traffic(suite: Suite) -> Counter:
-    """Sessions and refusals through both proxies, spread over a few scrapes (a counter's
-    first sample is its baseline for rate())."""
+    """Sessions and refusals through both proxies, in three rounds each seen by a scrape
+    of its own (a counter's first sample is only the baseline for rate())."""
     for round_ in range(3):
         for _ in range(2):
             suite.novnc_session(b"n" * 1000)
@@ -261,7 +261,11 @@ def traffic(suite: Suite) -> Counter:
         for _ in range(3):
             suite.xvp_refused()
             suite.driven["xvp_refused"] += 1
-        time.sleep(1.2)
+        # each round in a scrape of its own, whatever the load: rate() sees the increase
+        _poll(f"round {round_} scraped", lambda: _by_job(suite.query(
+            'console_refused_total{reason="invalid_token"}')),
+            {"novncproxy": float(suite.driven["novnc_refused"]),
+             "xvpvncproxy": float(suite.driven["xvp_refused"])})
     return suite.driven
 
 
