@@ -185,6 +185,8 @@ def log_schema_problems(final: bool = False) -> list[str]:
     found: list[str] = []
     for path, (offset, number) in list(SCHEMA_CHECKED.items()):
         try:
+            if path.stat().st_size == offset:
+                continue  # nothing new (most files, after most tests)
             with path.open("rb") as fh:
                 fh.seek(offset)
                 data = fh.read()

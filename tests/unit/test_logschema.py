@@ -175,3 +175,27 @@ def test_lnav_format_file_matches_the_schema():
                                                      "endpoints", "ssl_only")}
     assert kinds == {"bytes_up": "integer", "duration_s": "float", "session_id": "string",
                      "endpoints": "json", "ssl_only": "boolean"}
+
+
+def test_the_session_check_reports_file_line_event_and_the_line(tmp_path: Path):
+    """What tests/conftest.py runs after each test, on a log like a service's."""
+    from tests import support
+
+    log = tmp_path / "novncproxy-x.log"
+    good = json.dumps(LINE)
+    bad = json.dumps({**LINE, "token": "oops"})
+    log.write_text(f"{good}\nnot json\n{bad}\n{good[:40]}")  # the last line half-written
+    support.SCHEMA_CHECKED[log] = (0, 0)
+    try:
+        found = support.log_schema_problems()
+        assert len(found) == 1
+        assert found[0].startswith(f"{log}:3: novncproxy session.start: undocumented field "
+                                   "'token'")
+        assert bad in found[0]
+        assert support.log_schema_problems() == []  # each line once
+        with log.open("a") as fh:
+            fh.write(good[40:] + "\n")  # the line is whole now
+        assert support.log_schema_problems(final=True) == []
+        assert support.SCHEMA_CHECKED[log] == (log.stat().st_size, 4)
+    finally:
+        del support.SCHEMA_CHECKED[log]
