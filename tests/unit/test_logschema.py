@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from console_common.runtime import logschema
+from console_common.runtime import logdocs, logschema
 from console_common.runtime.logging import configure
 from console_common.runtime.logschema import INDEX, problems
 
@@ -87,9 +87,9 @@ def test_every_event_in_the_schema_is_logged_somewhere():
 
 def test_docs_page_matches_the_schema():
     page = REPO / "docs" / "logs.md"
-    assert page.read_text() == logschema.render_markdown(), (
+    assert page.read_text() == logdocs.render_markdown(), (
         "docs/logs.md differs from the schema: run `.venv/bin/python -m "
-        "console_common.runtime.logschema > docs/logs.md`")
+        "console_common.runtime.logdocs > docs/logs.md`")
 
 
 LINE = {"timestamp": "2026-12-03T06:40:01.000001Z", "level": "info", "service": "novncproxy",
@@ -167,10 +167,10 @@ def test_real_logging_output_fits_the_schema():
 
 def test_lnav_format_file_matches_the_schema():
     fmt = REPO / "monitoring" / "lnav" / "console_suite.json"
-    assert json.loads(fmt.read_text()) == logschema.lnav_format(), (
+    assert json.loads(fmt.read_text()) == logdocs.lnav_format(), (
         "monitoring/lnav/console_suite.json differs from the schema: run `.venv/bin/python -m "
-        "console_common.runtime.logschema --lnav > monitoring/lnav/console_suite.json`")
-    values = logschema.lnav_format()[logschema.LNAV_NAME]["value"]
+        "console_common.runtime.logdocs --lnav > monitoring/lnav/console_suite.json`")
+    values = logdocs.lnav_format()[logdocs.LNAV_NAME]["value"]
     kinds = {name: values[name]["kind"] for name in ("bytes_up", "duration_s", "session_id",
                                                      "endpoints", "ssl_only")}
     assert kinds == {"bytes_up": "integer", "duration_s": "float", "session_id": "string",
