@@ -3,8 +3,9 @@ novncproxy + xvpvncproxy with the shipped alert rules, Debian's `lnav` reading t
 with the shipped format, and `promtool` on the shipped configuration and rules.
 
 One module-scoped suite (an echo server as the VNC target): the traffic fixture drives
-sessions and refusals through both proxies once; the Prometheus test then holds
-xvpvncproxy at max_sessions and reads everything back through the HTTP API.
+sessions and refusals through both proxies once; the Prometheus test reads the series back
+through the HTTP API, sees the alerts those cause (and not the others), holds xvpvncproxy
+at max_sessions, and at last stops consoleauth.
 """
 
 from __future__ import annotations
@@ -346,6 +347,13 @@ def test_prometheus_scrapes_the_suite_and_evaluates_the_rules(suite: Suite, traf
                   "ConsoleTokenCheckErrors", "ConsoleProxyNoEventsLink", "ConsoleProxyDown",
                   "ConsoleTokenCheckSlow"):
         assert not any(name == quiet for name, _ in now), now
+
+    # consoleauth stops: Prometheus cannot scrape it, and no proxy hears its heartbeats
+    suite.services[0].stop()
+    for alert, job in (("ConsoleauthDown", "consoleauth"), ("ConsoleauthUnheard", ""),
+                       ("ConsoleProxyNoEventsLink", "novncproxy"),
+                       ("ConsoleProxyNoEventsLink", "xvpvncproxy")):
+        _poll(f"{alert} {job}", lambda a=alert, j=job: alerts().get((a, j)), "pending")
 
 
 # --- lnav over the suite's logs -----------------------------------------------------------
