@@ -8,6 +8,9 @@ PACKAGES=(
     tigervnc-standalone-server tigervnc-tools qemu-system-x86 chromium redis-server
     socat iproute2 xterm x11-utils xfonts-base psmisc procps openssl curl ca-certificates
 )
+# Log analysis and monitoring (docs/logs.md, monitoring/): lnav reads the JSON lines with
+# monitoring/lnav/console_suite.json; prometheus and promtool check and scrape the suite.
+PACKAGES+=(lnav prometheus)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

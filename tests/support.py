@@ -104,6 +104,7 @@ class ServiceProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}-{len(LOG_FILES)}.log"
         LOG_FILES.append(log_path)
+        SCHEMA_CHECKED.setdefault(log_path, (0, 0))
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env.pop("CONSOLE_CONFIG_FILE", None)
         exe = str(VENV_BIN / command)
@@ -166,6 +167,44 @@ def parse_log(path: Path) -> Iterator[dict]:
         except ValueError:
             raise AssertionError(f"{path}:{number}: not a JSON log line: {raw[:300]!r}") from None
         yield obj
+
+
+# Every ServiceProcess log is validated against the log schema
+# (console_common.runtime.logschema) as it grows, after each test and at the end of the
+# session (tests/conftest.py): how far each file was checked (bytes, lines).
+SCHEMA_CHECKED: dict[Path, tuple[int, int]] = {}
+
+
+def log_schema_problems(final: bool = False) -> list[str]:
+    """The JSON lines services wrote since the last call that do not fit the log schema,
+    one report each: ``file:line: service event: problem`` then the line. Only whole lines
+    unless ``final`` (a running service may be half-way through one). Lines that are not
+    JSON are left to ``parse_log``: the schema is about the JSON lines."""
+    from console_common.runtime.logschema import problems
+
+    found: list[str] = []
+    for path, (offset, number) in list(SCHEMA_CHECKED.items()):
+        try:
+            if path.stat().st_size == offset:
+                continue  # nothing new (most files, after most tests)
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            continue
+        end = len(data) if final else data.rfind(b"\n") + 1
+        for raw in data[:end].splitlines():
+            number += 1
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(line, dict):
+                continue
+            for problem in problems(line):
+                found.append(f"{path}:{number}: {problem}\n    {raw[:400].decode(errors='replace')}")
+        SCHEMA_CHECKED[path] = (offset + end, number)
+    return found
 
 
 def all_log_text() -> str:

@@ -22,13 +22,14 @@ from console_common.runtime.keys import curve_client, curve_server
 from consoleauth.control import open_control
 from consoleauth.control.publisher import Publisher
 from consoleauth.methods import handlers
+from consoleauth.metrics import metrics_host, start_metrics
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable, open_store
 
 OPTIONS = (*COMMON, "consoleauth_listen", "consoleauth_events_listen", "console_token_ttl",
            "token_store", "state_dir", "redis_url", "redis_timeout", "consoleauth_timeout",
            "graceful_timeout", "bus_secret_key_file", "bus_authorized_keys_dir",
-           "compute_server_key_file")
+           "compute_server_key_file", "consoleauth_metrics_port")
 # What each CURVE role may call here ("admin": everything).
 ROLES = {
     "proxy": frozenset({"check_token", "check_tokens", "ping", "events_since",
@@ -91,14 +92,31 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     state.publisher = publisher
+    metrics = None
+    if config.consoleauth_metrics_port:
+        host = metrics_host(config.consoleauth_listen)
+        try:
+            metrics = start_metrics(host, config.consoleauth_metrics_port, server.counters,
+                                    lambda: {"version": __version__, "store": store.name})
+        except OSError as exc:
+            publisher.stop()
+            server.stop(grace=0)
+            log.error("service.bind_failed", host=host, port=config.consoleauth_metrics_port,
+                      error=str(exc))
+            print(f"consoleauth: error: cannot listen on {host}:"
+                  f"{config.consoleauth_metrics_port}: {exc}", file=sys.stderr)
+            return 1
     log.info("service.start", version=__version__, listen=bound, events=events,
              store=store.name, ttl_s=config.console_token_ttl, curve=curve is not None,
-             authorized_keys=len(curve.keyring) if curve is not None else None)
+             authorized_keys=len(curve.keyring) if curve is not None else None,
+             metrics_port=metrics.server_port if metrics is not None else None)
     purger = gevent.spawn(_purge_loop, state, log)
     shutdown = Shutdown().install()
     shutdown.wait()
     log.info("service.stopping", signal=shutdown.signal)
     purger.kill()
+    if metrics is not None:
+        metrics.stop(timeout=1)
     publisher.stop()
     server.stop(grace=min(config.graceful_timeout, 5.0))
     state.close()

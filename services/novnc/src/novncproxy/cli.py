@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit: int,
            curve: Any) -> int:
     """One process's service: its loop, bus connection, sessions and metrics."""
-    metrics = ProxyMetrics()
+    metrics = ProxyMetrics(config.max_sessions)
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout, curve=curve)
     app = ConsoleApp(bus=bus, metrics=metrics,
                      policy=OriginPolicy.from_config(config.console_allowed_origins,

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config: Any, log: Any, socks: list[Any], curve: Any) -> int:
     """One process's service: its loop, bus connection, sessions and metrics."""
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout, curve=curve)
-    metrics = ProxyMetrics()
+    metrics = ProxyMetrics(config.max_sessions)
     pool = gevent.pool.Pool(config.max_sessions)
     sessions = SessionRegistry(metrics)
     proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,

@@ -99,7 +99,9 @@ def configure(service: str, fmt: str = "auto", level: str = "info",
     )
     # Third-party stdlib logging and warnings rendered by the same chain.
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        # ``logger`` marks a line that came from outside structlog (its event is free text)
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name,
+                           structlog.stdlib.ExtraAdder()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     *exc, renderer],
     )

@@ -26,7 +26,7 @@ REASON_OF_STATUS = {400: "bad_request", 401: "invalid_token", 403: "invalid_toke
 
 
 class ProxyMetrics:
-    def __init__(self) -> None:
+    def __init__(self, max_sessions: int | None = None) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.connections = Counter("console_connections", "Client connections accepted.",
                                    registry=r)
@@ -47,6 +47,13 @@ class ProxyMetrics:
         self.events_link = Gauge("console_events_link_up", "1 while the events link to "
                                  "consoleauth is heard (heartbeats), else 0.", registry=r,
                                  multiprocess_mode="min")
+        # what sessions_open is compared with (alert: a proxy near max_sessions); with
+        # workers the sum, like sessions_open, as max_sessions is per worker
+        self.sessions_max = Gauge("console_sessions_max", "Sessions this proxy admits at "
+                                  "once (max_sessions).", registry=r,
+                                  multiprocess_mode="livesum")
+        if max_sessions is not None:
+            self.sessions_max.set(max_sessions)
         for result in TOKEN_RESULTS:  # every series present from the start
             self.token_checks.labels(result=result)
         for direction in ("up", "down"):

@@ -270,6 +270,10 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     _opt("xvpvncproxy_metrics_port", lambda: fields.Integer(validate=validate.Range(
         0, 65535, error="expected a port number 1-65535, or 0 for none")), 6082,
          "HTTP port for xvpvncproxy's /metrics and /healthz (0: none).", metavar="PORT"),
+    _opt("consoleauth_metrics_port", lambda: fields.Integer(validate=validate.Range(
+        0, 65535, error="expected a port number 1-65535, or 0 for none")), 0,
+         "HTTP port for consoleauth's /metrics and /healthz, on consoleauth_listen's host "
+         "(0: none).", metavar="PORT"),
     _opt("compute_listen", Endpoint, "tcp://127.0.0.1:6095",
          "Bus endpoint the fake compute host's control service binds.", metavar="URL"),
     _opt("compute_url", lambda: CommaList(zmq_endpoint, "expected ZeroMQ endpoints"),
