@@ -166,6 +166,6 @@ def test_consoleauth_answering_garbage_is_503_on_both_proxies(tmp_path: Path, pe
         assert line == b"HTTP/1.1 503 Service Unavailable"
         assert http_get(novnc_port, "/healthz").status == 503
         novnc.wait_for_log("session.refused", status=503)
-        xvp.wait_for_log("xvp.refused", status=503)
+        xvp.wait_for_log("session.refused", status=503)
     for proc in (novnc, xvp):
         assert not [line for line in proc.lines() if line["level"] == "error"], proc.name

@@ -142,8 +142,9 @@ def test_bad_token_is_401(stack: Stack, echo_target: TcpServer) -> None:
     with stack.connect() as sock:
         sock.sendall(f"CONNECT /console?token={bogus} HTTP/1.0\r\n\r\n".encode())
         assert read_until_closed(sock) == b"HTTP/1.1 401 Not Authorized\r\n\r\n"
-    line = stack.proxy.wait_for_log("xvp.refused", status=401)
-    assert line["reason"] == "invalid or expired console token"  # both proxies say the same
+    line = stack.proxy.wait_for_log("session.refused", status=401)
+    assert line["reason"] == "invalid_token"  # both proxies say the same
+    assert line["detail"] == "invalid or expired console token"
 
 
 def test_preamble_too_long_is_closed(stack: Stack) -> None:
@@ -151,8 +152,8 @@ def test_preamble_too_long_is_closed(stack: Stack) -> None:
         sock.sendall(b"CONNECT /console?token=t HTTP/1.0\r\nX-Pad: " + b"a" * 9000)
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 431 "), answer
-    line = stack.proxy.wait_for_log("xvp.refused", status=431)
-    assert "too large" in line["reason"]
+    line = stack.proxy.wait_for_log("session.refused", status=431)
+    assert "too large" in line["detail"]
 
 
 def test_too_slow_preamble_is_closed(stack: Stack) -> None:
@@ -163,7 +164,7 @@ def test_too_slow_preamble_is_closed(stack: Stack) -> None:
         elapsed = time.monotonic() - started
     assert answer == b"HTTP/1.1 408 Request Timeout\r\n\r\n"
     assert HEAD_TIMEOUT - 0.1 < elapsed < HEAD_TIMEOUT + 2
-    stack.proxy.wait_for_log("xvp.refused", status=408)
+    stack.proxy.wait_for_log("session.refused", status=408)
 
 
 @pytest.mark.parametrize("garbage", [b"\x00\xff\xfe\x01binary\r\n\r\n",
@@ -190,7 +191,7 @@ def test_consoleauth_down_is_503_in_time(tmp_path: Path) -> None:
         elapsed = time.monotonic() - started
         assert answer == b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
         assert elapsed < 1 + 1
-        assert "127.0.0.1" in proc.wait_for_log("xvp.refused", status=503)["reason"]
+        assert "127.0.0.1" in proc.wait_for_log("session.refused", status=503)["detail"]
 
 
 def test_target_down_is_502_and_logged(stack: Stack) -> None:

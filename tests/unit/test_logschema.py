@@ -139,6 +139,9 @@ def test_real_logging_output_fits_the_schema():
     """configure() as the services use it: structlog lines, stdlib logging and warnings
     (which carry ``logger``) and an exception all validate."""
     stream = io.StringIO()
+    # an earlier test's configure() may have left logging's capture flag set while pytest
+    # restored warnings.showwarning: start from a clean capture
+    logging.captureWarnings(False)
     configure("consoleauth", "json", "debug", stream=stream)
     try:
         log = structlog.get_logger("consoleauth")

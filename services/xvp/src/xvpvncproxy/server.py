@@ -151,12 +151,11 @@ class XvpProxy:
     def _refuse(self, exc: Refused, stream: TcpStream, client: str, client_port: int) -> None:
         reason = exc.metric or REASON_OF_STATUS.get(exc.status, "bad_request")
         self._metrics.refused(reason)
-        if exc.metric:  # a limit: the reason names it, as on novncproxy
+        if exc.status is None:  # it left before a whole preamble (a probe): not a refusal
+            log.info("xvp.closed", client=client, client_port=client_port, detail=exc.reason)
+        else:  # the same line as novncproxy's: reason a short name, detail the words
             log.info("session.refused", client=client, client_port=client_port,
-                     status=exc.status, reason=exc.metric, detail=exc.reason)
-        else:
-            log.info("xvp.refused", client=client, client_port=client_port,
-                     status=exc.status, reason=exc.reason)
+                     status=exc.status, reason=reason, detail=exc.reason)
         if exc.status is not None:
             answer(stream.sock, exc.status, exc.retry_after)
         stream.close()

@@ -101,13 +101,13 @@ EVENTS: tuple[Event, ...] = (
         "failed (the relay ends anyway).", "sessions/runner.py", SESSION, EXC,
         reason="str"),
     _ev("session.refused", PROXIES, "info", "A request was refused before a session "
-        "(novncproxy: every refusal; xvpvncproxy: a limit).",
+        "(reason: a short name; detail: the words; status: the HTTP status or xvp's).",
         "novncproxy/handler.py, xvpvncproxy/server.py",
         reason="str", detail="str|null", status="int|null", client="str",
         client_port="?int"),
-    _ev("xvp.refused", (XVP,), "info", "xvpvncproxy refused a preamble (bad request, bad "
-        "or unknown token, consoleauth unavailable, timeout).", "xvpvncproxy/server.py",
-        reason="str", status="int|null", client="str", client_port="int"),
+    _ev("xvp.closed", (XVP,), "info", "A client closed before sending a whole preamble "
+        "(a health probe): nobody to answer, not a refusal.", "xvpvncproxy/server.py",
+        detail="str", client="str", client_port="int"),
     _ev("xvp.client_gone", (XVP,), "info", "The client left before its 200 OK was sent.",
         "xvpvncproxy/server.py", SESSION, reason="str"),
     _ev("client.banned", PROXIES, "warning", "A client sent too many invalid tokens and is "
@@ -256,6 +256,22 @@ EVENTS: tuple[Event, ...] = (
         "runtime/workers.py", workers="int", pids="list[int]"),
     _ev("workers.stopping", PROXIES, "info", "The pre-fork parent stops its workers.",
         "runtime/workers.py", reason="str", workers="int"),
+    _ev("workers.reload", PROXIES, "info", "SIGHUP to the main process: passed on to every "
+        "worker.", "runtime/workers.py", workers="int"),
+    _ev("service.reload", SERVICES, "info", "SIGHUP with nothing to reload (reloaded false, "
+        "detail why).", "runtime/service.py, novncproxy/cli.py", reloaded="bool",
+        detail="str"),
+    _ev("service.reload_failed", SERVICES, "error", "A reload raised (the service goes on).",
+        "runtime/service.py", EXC),
+    _ev("tls.reloaded", (NOVNC,), "info", "SIGHUP: new TLS handshakes use cert/key as they "
+        "are now; open sessions keep theirs.", "novncproxy/cli.py", cert="str"),
+    _ev("tls.reload_failed", (NOVNC,), "error", "SIGHUP: the new certificate did not load; "
+        "the one in use is kept.", "novncproxy/cli.py", cert="str", error="str",
+        detail="str"),
+    _ev("limits.cluster_unavailable", PROXIES, "warning", "consoleauth could not count the "
+        "cluster's sessions for a per-token/per-instance limit: this process's own count "
+        "holds (rate-limited).", "sessions/control.py", error="str", suppressed="int",
+        detail="str"),
     _ev("workers.stop", PROXIES, "info", "Every worker has exited.", "runtime/workers.py",
         signal="str|null"),
     _ev("workers.killing", PROXIES, "warning", "Workers outlived the grace period: killed.",
