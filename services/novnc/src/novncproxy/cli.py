@@ -12,12 +12,13 @@ from typing import Any
 import gevent.pool
 from console_common import __version__
 from console_common.net.bus import BusClient
-from console_common.runtime.config import BUS_CLIENT, COMMON, parse
+from console_common.runtime.config import BUS_CLIENT, COMMON, RECORDING, parse
 from console_common.runtime.keys import curve_client
 from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
 from console_common.sessions.limits import LimitPolicy, SessionClock
+from console_common.sessions.recorder import RecordingPolicy
 from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
@@ -32,13 +33,22 @@ OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only
            "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
            "session_idle_timeout", "session_max_age", "max_sessions_per_token",
            "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
-           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds")
+           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
+           *RECORDING)
 
 
 def main(argv: list[str] | None = None) -> int:
     config, _ = parse("novncproxy", "noVNC console page and WebSocket console proxy "
                       "(nova-novncproxy).", OPTIONS, argv)
     log = boot("novncproxy", config)
+    if (recording := RecordingPolicy.from_config(config)) is not None:
+        try:
+            recording.check()
+        except OSError as exc:
+            log.error("service.config_error", error=f"record_dir: {exc}")
+            print(f"novncproxy: error: cannot record to {config.record_dir}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
     if config.ssl_only and not config.cert:
         log.error("service.config_error", error="ssl_only needs cert")
         print("novncproxy: error: --ssl-only needs --cert", file=sys.stderr)
@@ -84,6 +94,7 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
                      novnc_dir=novnc_dir, max_message=config.websocket_max_message,
                      connect_timeout=config.target_connect_timeout,
                      limits=LimitPolicy.from_config(config))
+    app.sessions.recording = RecordingPolicy.from_config(config)  # None: not recording
     pool = gevent.pool.Pool(config.max_sessions)
     server = ProxyServer(sock, app, pool=pool, head_max=config.request_head_max,
                          head_timeout=config.request_head_timeout,

@@ -1,0 +1,183 @@
+"""The recording format (proto/recording.py), fed whole, byte by byte and truncated; the
+playback stream a viewer replays; and the recorder writing a real file (mode, bounds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import gevent
+import pytest
+from console_common.proto.recording import (CLIENT, NOTE, PLAYBACK_FRAME, SERVER, Decoder,
+                                            PlaybackError, RecordingError, decode,
+                                            encode_frame, encode_header, encode_note,
+                                            playback_stream, split_handshake)
+from console_common.proto.rfb.observer import RFBObserver
+from console_common.sessions.recorder import Recorder, RecordingPolicy
+
+PIXEL_FORMAT = bytes([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0])
+SERVER_INIT = b"\x02\x80\x01\xe0" + PIXEL_FORMAT + (4).to_bytes(4, "big") + b"vm-1"
+HANDSHAKE_NONE = b"RFB 003.008\n" + b"\x01\x01" + b"\0\0\0\0" + SERVER_INIT
+HANDSHAKE_VNCAUTH = b"RFB 003.008\n" + b"\x01\x02" + bytes(range(16)) + b"\0\0\0\0" + SERVER_INIT
+UPDATE = b"\x00\x00\x00\x01" + bytes(12) + b"pixels"
+
+
+def _file(handshake: bytes = HANDSHAKE_NONE, security: str = "None") -> bytes:
+    header = encode_header({"session_id": "s1", "instance_uuid": "i-1", "rfb_version": "3.8",
+                            "security_type": security, "width": 640, "height": 480})
+    # the handshake's last bytes share a chunk with the first update, as on a real socket
+    split = len(handshake) - 3
+    return (header + encode_frame(SERVER, 0.0, handshake[:split])
+            + encode_frame(CLIENT, 0.01, b"RFB 003.008\n")
+            + encode_frame(SERVER, 0.02, handshake[split:] + UPDATE)
+            + encode_frame(SERVER, 1.5, UPDATE)
+            + encode_note(1.6, {"note": "end", "close_reason": "client_closed"}))
+
+
+def test_whole_and_byte_by_byte_agree() -> None:
+    data = _file()
+    whole = decode(data)
+    decoder = Decoder()
+    frames = [f for i in range(len(data)) for f in decoder.feed(data[i:i + 1])]
+    assert decoder.finish() is None and whole.damage is None
+    assert frames == whole.frames
+    assert [f.kind for f in frames] == [SERVER, CLIENT, SERVER, SERVER, NOTE]
+    assert whole.header["format"] == "console-recording" and whole.header["version"] == 1
+    assert whole.header["session_id"] == "s1"
+    assert whole.notes == [{"note": "end", "close_reason": "client_closed"}]
+    assert whole.duration == pytest.approx(1.6)
+
+
+def test_truncated_file_decodes_to_its_last_whole_frame() -> None:
+    data = _file()
+    cut = len(data) - 20  # inside the end note
+    rec = decode(data[:cut])
+    assert [f.kind for f in rec.frames] == [SERVER, CLIENT, SERVER, SERVER]
+    assert rec.damage is not None and rec.damage.startswith(f"truncated at byte {cut}")
+    header_only = decode(data[:data.index(b"\n") + 1 + 5])
+    assert header_only.frames == [] and "truncated" in (header_only.damage or "")
+
+
+def test_garbage_frames_are_damage_and_bad_headers_are_refused() -> None:
+    data = _file()
+    first = data.index(b"\n") + 1
+    broken = data[:first] + b"\x07" + data[first + 1:]
+    rec = decode(broken)
+    assert rec.frames == [] and rec.damage == f"bad frame at byte {first}"
+    with pytest.raises(RecordingError):
+        decode(b"")
+    with pytest.raises(RecordingError):
+        decode(b"not json\n")
+    with pytest.raises(RecordingError):
+        decode(json.dumps({"format": "console-recording", "version": 99}).encode() + b"\n")
+    with pytest.raises(RecordingError):
+        decode(b"x" * (70 * 1024))
+
+
+def _playback_frames(stream: bytes) -> list[tuple[float, bytes]]:
+    out, pos = [], 0
+    while pos < len(stream):
+        offset, size = PLAYBACK_FRAME.unpack_from(stream, pos)
+        pos += PLAYBACK_FRAME.size
+        out.append((offset, stream[pos:pos + size]))
+        pos += size
+    return out
+
+
+@pytest.mark.parametrize(("handshake", "security"), [(HANDSHAKE_NONE, "None"),
+                                                     (HANDSHAKE_VNCAUTH, "VncAuth")])
+def test_playback_replaces_the_handshake_with_none(handshake: bytes, security: str) -> None:
+    stream, duration = playback_stream(decode(_file(handshake, security)))
+    frames = _playback_frames(stream)
+    assert frames[0] == (0.0, HANDSHAKE_NONE)  # never a password challenge
+    assert frames[1:] == [(0.02, UPDATE), (1.5, UPDATE)]
+    assert duration == pytest.approx(1.6)
+
+
+def test_playback_refuses_what_it_cannot_follow() -> None:
+    with pytest.raises(PlaybackError, match="security type"):
+        split_handshake(HANDSHAKE_NONE, "3.8", "VeNCrypt")
+    with pytest.raises(PlaybackError, match="before the desktop"):
+        split_handshake(HANDSHAKE_NONE[:-3], "3.8", "None")
+    assert split_handshake(b"RFB 003.003\n\0\0\0\x01" + SERVER_INIT, "3.3", "None") == \
+        (SERVER_INIT, 16 + len(SERVER_INIT))
+
+
+# --- the recorder, writing real files -------------------------------------------------
+
+def _session(observer: RFBObserver | None = None) -> SimpleNamespace:
+    return SimpleNamespace(started_at=1_700_000_000.0, instance_uuid="inst/../1",
+                           session_id="abcd", observer=observer, kind="novnc",
+                           client="127.0.0.1", token_id="t1",
+                           context={"target": "127.0.0.1:5900"})
+
+
+def test_recorder_writes_a_0600_file_with_header_frames_and_end(tmp_path) -> None:
+    observer = RFBObserver()
+    policy = RecordingPolicy(str(tmp_path / "rec"), record_input=False)
+    policy.check()
+    recorder = policy.open(_session(observer))
+    assert recorder is not None
+    assert os.path.basename(recorder.path) == "20231114T221320Z-inst_.._1-abcd.rec"
+    for data, up in ((HANDSHAKE_NONE[:12], False), (b"RFB 003.008\n", True),
+                     (HANDSHAKE_NONE[12:14], False), (b"\x01", True), (b"\0\0\0\0", False),
+                     (b"\x01", True), (SERVER_INIT + UPDATE, False), (b"\x04\x01keys", True)):
+        if up:
+            observer.client_data(data)
+            assert recorder.client_data(data) is False  # record_input off
+        else:
+            observer.server_data(data)
+            assert recorder.server_data(data) is True
+    recorder.close({"close_reason": "client_closed"})
+    assert stat.S_IMODE(os.stat(recorder.path).st_mode) == 0o600
+    rec = decode(Path(recorder.path).read_bytes())
+    assert rec.damage is None
+    assert rec.header["desktop_name"] == "vm-1" and rec.header["width"] == 640
+    assert rec.header["rfb_version"] == "3.8" and rec.header["record_input"] is False
+    assert {f.kind for f in rec.frames} == {SERVER, NOTE}
+    assert rec.notes[-1] == {"note": "end", "close_reason": "client_closed"}
+    assert _playback_frames(playback_stream(rec)[0])[1][1] == UPDATE
+
+
+def test_recorder_stops_at_max_bytes_and_records_input_when_asked(tmp_path) -> None:
+    policy = RecordingPolicy(str(tmp_path), record_input=True, max_bytes=1000)
+    recorder = policy.open(_session())
+    assert recorder is not None
+    assert recorder.client_data(b"\x04\x01\0\0\0\0\0\x61") is True
+    sent = 0
+    while recorder.server_data(b"x" * 100):
+        sent += 1
+        gevent.sleep(0)
+    assert sent == 8 and recorder.stopped == "limit"
+    assert recorder.server_data(b"more") is False
+    recorder.close({"close_reason": "client_closed"})
+    rec = decode(Path(recorder.path).read_bytes())
+    assert [n["note"] for n in rec.notes] == ["limit", "end"]
+    assert sum(len(f.data) + 13 for f in rec.frames if f.kind != NOTE) <= 1000
+    assert [f.data for f in rec.frames if f.kind == CLIENT] == [b"\x04\x01\0\0\0\0\0\x61"]
+
+
+def test_recorder_batches_writes(tmp_path, monkeypatch) -> None:
+    from console_common.sessions import recorder as module
+    writes: list[int] = []
+    real = module._write_all
+    monkeypatch.setattr(module, "_write_all", lambda fd, chunks: (writes.append(len(chunks)),
+                                                                   real(fd, chunks)))
+    rec = RecordingPolicy(str(tmp_path)).open(_session())
+    assert isinstance(rec, Recorder)
+    for _ in range(2000):
+        rec.server_data(b"y" * 64)
+    rec.close({})
+    assert len(writes) <= 2  # thousands of frames, one or two writes
+    assert len(decode(Path(rec.path).read_bytes()).frames) == 2001
+
+
+def test_unwritable_record_dir_is_one_log_line_not_a_crash(tmp_path) -> None:
+    target = tmp_path / "file"
+    target.write_text("")
+    assert RecordingPolicy(str(target)).open(_session()) is None
+    with pytest.raises(OSError):
+        RecordingPolicy(str(target / "sub")).check()
