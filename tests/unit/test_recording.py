@@ -112,7 +112,7 @@ def _session(observer: RFBObserver | None = None) -> SimpleNamespace:
     return SimpleNamespace(started_at=1_700_000_000.0, instance_uuid="inst/../1",
                            session_id="abcd", observer=observer, kind="novnc",
                            client="127.0.0.1", token_id="t1",
-                           context={"target": "127.0.0.1:5900"})
+                           context={"target": "127.0.0.1:5900"}, age=lambda: 0.25)
 
 
 def test_recorder_writes_a_0600_file_with_header_frames_and_end(tmp_path) -> None:

@@ -93,8 +93,10 @@ class RecordingPolicy:
                 fields.update(observer.info())
             return fields
 
+        # offsets count from the session's start, the header's `started` (wall clock)
         return Recorder(fd, path, describe, self.max_bytes, self.record_input,
-                        ready=lambda: observer is None or not observer.active)
+                        ready=lambda: observer is None or not observer.active,
+                        elapsed=session.age)
 
 
 class Recorder:
@@ -103,7 +105,7 @@ class Recorder:
 
     def __init__(self, fd: int, path: str, describe: Callable[[], dict[str, Any]],
                  max_bytes: int, record_input: bool, ready: Callable[[], bool] = lambda: True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 elapsed: Callable[[], float] | None = None) -> None:
         self.path = path
         self.active = True
         self.record_input = record_input
@@ -111,8 +113,10 @@ class Recorder:
         self._fd = fd
         self._describe, self._ready = describe, ready
         self._max = max_bytes
-        self._clock = clock
-        self._t0 = clock()
+        if elapsed is None:  # seconds since this recorder started
+            t0 = time.monotonic()
+            elapsed = lambda: time.monotonic() - t0  # noqa: E731
+        self._elapsed = elapsed
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._total = 0  # frame bytes in the file or on their way (not the header, notes)
@@ -136,7 +140,7 @@ class Recorder:
         if self._total + size > self._max:
             self._stop("limit", f"record_max_bytes ({self._max}) reached")
             return False
-        self._pending.append(frame_head(kind, self._clock() - self._t0, len(data)))
+        self._pending.append(frame_head(kind, self._elapsed(), len(data)))
         self._pending.append(data)
         self._pending_bytes += size
         self._total += size
@@ -156,7 +160,7 @@ class Recorder:
         self.stopped = note
         log.warning("recording.stopped", path=self.path, reason=note, detail=detail,
                     recorded_bytes=self._total)
-        self._pending.append(encode_note(self._clock() - self._t0, {"note": note,
+        self._pending.append(encode_note(self._elapsed(), {"note": note,
                                                                     "detail": detail}))
         self._wake.set()
 
@@ -166,7 +170,7 @@ class Recorder:
             return
         self._closing = True
         self.active = False
-        self._pending.append(encode_note(self._clock() - self._t0, {"note": "end", **end}))
+        self._pending.append(encode_note(self._elapsed(), {"note": "end", **end}))
         self._wake.set()
         self._room.set()
         self._writer.join(CLOSE_TIMEOUT)

@@ -308,6 +308,7 @@ window.player = {
     play, pause, seek, setSpeed,
     get position() { return position; },
     get duration() { return duration; },
+    get times() { return frames.map((f) => f.t); },
 };
 setInterval(tick, TICK_MS);
 load();
