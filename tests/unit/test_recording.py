@@ -181,3 +181,19 @@ def test_unwritable_record_dir_is_one_log_line_not_a_crash(tmp_path) -> None:
     assert RecordingPolicy(str(target)).open(_session()) is None
     with pytest.raises(OSError):
         RecordingPolicy(str(target / "sub")).check()
+
+
+def test_recorder_reuses_its_buffers_and_keeps_big_frames_whole(tmp_path) -> None:
+    from console_common.sessions import recorder as module
+    rec = RecordingPolicy(str(tmp_path)).open(_session())
+    assert isinstance(rec, Recorder)
+    chunks = [bytes([i]) * (256 * 1024) for i in range(40)]  # 10 MiB, more than BUFFERS hold
+    for chunk in chunks:
+        assert rec.server_data(chunk)
+    big = b"B" * (module.BUFFER_BYTES + 5)
+    assert rec.server_data(big)
+    rec.close({})
+    assert rec._buffers <= module.BUFFERS  # memory stayed bounded
+    decoded = decode(Path(rec.path).read_bytes())
+    assert decoded.damage is None
+    assert [f.data for f in decoded.frames if f.kind == SERVER] == [*chunks, big]

@@ -6,10 +6,13 @@
     recorder.client_data(chunk)  # has them (after the security proxy, when there is one)
     recorder.close({...})        # the end note; the file is complete
 
-The relay's hot path only appends the chunk and a 13-byte frame head to a list (no copy,
-no syscall). A writer greenlet joins what is pending and writes it in one ``write`` from
-the hub's thread pool (a slow disk blocks no session) every FLUSH_INTERVAL seconds or
-FLUSH_BYTES. What waits is bounded (MAX_PENDING): beyond it the relay waits for the writer
+The relay's hot path copies the chunk and its 13-byte frame head into a buffer it reuses
+(no syscall; one memcpy). Holding on to the relay's own chunks instead would be cheaper
+per call but costs far more: the relay would allocate fresh pages for every read (page
+faults, a bulk stream paid ~2 CPU-s/GB for it). A full buffer (BUFFER_BYTES), or any
+data every FLUSH_INTERVAL seconds, goes to a writer greenlet that writes it from the hub's
+thread pool (a slow disk blocks no session) and hands the buffer back. At most BUFFERS
+buffers per session: when all are waiting to be written the relay waits for the writer
 (back-pressure, as with a slow client); if the disk does not catch up within STALL_TIMEOUT
 the recording stops and the session goes on. Past ``record_max_bytes`` the recording
 stops too (one log line, a note in the file). The header waits for the RFB handshake to
@@ -22,6 +25,7 @@ Files are created with mode 0600 (client input may hold typed passwords), named
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import time
@@ -33,14 +37,14 @@ import gevent
 import gevent.event
 import structlog
 
-from console_common.proto.recording import (CLIENT, FRAME, SERVER, SUFFIX, encode_header,
-                                            encode_note, frame_head)
+from console_common.proto.recording import (CLIENT, FRAME, NOTE, SERVER, SUFFIX,
+                                            encode_header)
 
 log = structlog.get_logger("recording")
 
 FLUSH_INTERVAL = 0.5
-FLUSH_BYTES = 512 * 1024
-MAX_PENDING = 8 * 1024 * 1024
+BUFFER_BYTES = 1024 * 1024  # one write each: big enough to cost the filesystem little
+BUFFERS = 4  # per session, created as needed: memory is bounded by BUFFERS * BUFFER_BYTES
 STALL_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -117,14 +121,16 @@ class Recorder:
             t0 = time.monotonic()
             elapsed = lambda: time.monotonic() - t0  # noqa: E731
         self._elapsed = elapsed
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._total = 0  # frame bytes in the file or on their way (not the header, notes)
+        self._total = 0  # frame bytes recorded (not the header, notes)
+        self._buffers = 1
+        self._fill = bytearray(BUFFER_BYTES)  # what the relay copies into
+        self._used = 0
+        self._full: list[tuple[bytes | bytearray, int]] = []  # waiting for the writer
+        self._free: list[bytearray] = []
         self._header_done = False
         self._closing = False
         self._wake = gevent.event.Event()
         self._room = gevent.event.Event()
-        self._room.set()
         self._writer = gevent.spawn(copy_context().run, self._write_loop)
 
     def server_data(self, data: bytes) -> bool:
@@ -140,18 +146,48 @@ class Recorder:
         if self._total + size > self._max:
             self._stop("limit", f"record_max_bytes ({self._max}) reached")
             return False
-        self._pending.append(frame_head(kind, self._elapsed(), len(data)))
-        self._pending.append(data)
-        self._pending_bytes += size
         self._total += size
-        if self._pending_bytes >= FLUSH_BYTES:
-            self._wake.set()
-            if self._pending_bytes >= MAX_PENDING:
-                self._room.clear()
-                if not self._room.wait(STALL_TIMEOUT):  # the writer is behind: wait for it
-                    self._stop("stalled", f"disk writes fell {STALL_TIMEOUT:g}s behind")
-                    return False
+        self._put(kind, data)
         return self.active
+
+    def _put(self, kind: int, data: bytes) -> None:
+        size = FRAME.size + len(data)
+        if self._used + size > len(self._fill):
+            if not self._hand_over():
+                return
+            if size > len(self._fill):  # larger than a buffer: written on its own
+                self._full.append((FRAME.pack(kind, int(self._elapsed() * 1e6), len(data))
+                                   + data, size))
+                self._wake.set()
+                return
+        start = self._used + FRAME.size
+        FRAME.pack_into(self._fill, self._used, kind, int(self._elapsed() * 1e6), len(data))
+        self._fill[start:start + len(data)] = data
+        self._used = start + len(data)
+
+    def _hand_over(self) -> bool:
+        """The filled buffer to the writer; a free one to fill, waiting while none is."""
+        if self._used:
+            self._full.append((self._fill, self._used))
+            self._fill, self._used = bytearray(), 0
+            self._wake.set()
+        while not self._free and self._buffers >= BUFFERS:
+            if self._writer.ready():  # the writer failed: nothing will be freed
+                return False
+            self._room.clear()
+            if not self._room.wait(STALL_TIMEOUT) and self.active:  # the disk is behind
+                self._stop("stalled", f"disk writes fell {STALL_TIMEOUT:g}s behind")
+            if not self.active or self._closing:
+                return False
+        if self._free:
+            self._fill = self._free.pop()
+        else:
+            self._buffers += 1
+            self._fill = bytearray(BUFFER_BYTES)
+        return True
+
+    def _note(self, fields: dict[str, Any]) -> None:
+        self._put(NOTE, json.dumps(fields, separators=(",", ":")).encode())
 
     def _stop(self, note: str, detail: str) -> None:
         if not self.active:
@@ -160,17 +196,18 @@ class Recorder:
         self.stopped = note
         log.warning("recording.stopped", path=self.path, reason=note, detail=detail,
                     recorded_bytes=self._total)
-        self._pending.append(encode_note(self._elapsed(), {"note": note,
-                                                                    "detail": detail}))
+        if note != "stalled":  # a stalled writer gets no more to write
+            self._note({"note": note, "detail": detail})
         self._wake.set()
 
     def close(self, end: dict[str, Any]) -> None:
         """The end note (close reason, byte counts), then the last write; bounded wait."""
         if self._closing:
             return
+        was_active, self.active = self.active, False
+        if was_active or self.stopped != "stalled":
+            self._note({"note": "end", **end})
         self._closing = True
-        self.active = False
-        self._pending.append(encode_note(self._elapsed(), {"note": "end", **end}))
         self._wake.set()
         self._room.set()
         self._writer.join(CLOSE_TIMEOUT)
@@ -179,42 +216,47 @@ class Recorder:
             log.warning("recording.close_timeout", path=self.path)  # its finally closes
 
     def _write_loop(self) -> None:
+        write = gevent.get_hub().threadpool.apply
         try:
             while True:
-                self._wake.wait(FLUSH_INTERVAL)
+                woken = self._wake.wait(FLUSH_INTERVAL)
                 self._wake.clear()
                 closing = self._closing
                 if not self._header_done:
-                    if not closing and not self._ready() and self._pending_bytes < MAX_PENDING:
+                    if not closing and not self._ready() and not self._full:
                         continue  # the desktop is not described yet: wait a little more
-                    header = encode_header(self._describe())
-                    self._pending.insert(0, header)
+                    write(_write_all, (self._fd, encode_header(self._describe())))
                     self._header_done = True
-                if self._pending:
-                    chunks, self._pending, self._pending_bytes = self._pending, [], 0
+                if (closing or not woken) and self._used:  # time's up: what there is
+                    # (never while the relay waits in _hand_over: its buffer is empty then)
+                    self._full.append((self._fill, self._used))
+                    self._fill, self._used = bytearray(), 0  # _hand_over finds it a buffer
+                while self._full:
+                    buffer, used = self._full.pop(0)
+                    with memoryview(buffer) as view:
+                        write(_write_all, (self._fd, view[:used]))
+                    if isinstance(buffer, bytearray) and len(buffer) == BUFFER_BYTES:
+                        self._free.append(buffer)
                     self._room.set()
-                    gevent.get_hub().threadpool.apply(_write_all, (self._fd, chunks))
-                if closing and not self._pending:
+                if closing and not self._full:
                     break
         except OSError as exc:  # a full or failing disk: the session goes on
             self.active = False
-            self._pending, self._pending_bytes = [], 0
-            self._room.set()
+            self._full.clear()
             log.warning("recording.failed", path=self.path, error=exc.strerror or str(exc))
         except Exception:  # never a silent greenlet death
             self.active = False
-            self._room.set()
             log.error("recording.failed", path=self.path, exc_info=True)
         finally:
+            self._room.set()
             try:
                 os.close(self._fd)
             except OSError:
                 pass
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """Runs in a pool thread: one write per batch (short writes retried)."""
-    view = memoryview(b"".join(chunks))
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """Runs in a pool thread: the whole buffer, short writes finished."""
+    view = memoryview(data)
     while view:
-        n = os.write(fd, view)
-        view = view[n:]
+        view = view[os.write(fd, view):]
