@@ -197,3 +197,58 @@ def test_recorder_reuses_its_buffers_and_keeps_big_frames_whole(tmp_path) -> Non
     decoded = decode(Path(rec.path).read_bytes())
     assert decoded.damage is None
     assert [f.data for f in decoded.frames if f.kind == SERVER] == [*chunks, big]
+
+
+# --- options and consolectl (no network) ----------------------------------------------
+
+def test_record_options_and_novas_old_name(tmp_path) -> None:
+    from console_common.runtime.config import RECORDING, load, parse, select
+    ini = tmp_path / "nova.conf"
+    ini.write_text("[DEFAULT]\nrecord = /var/lib/rec\nrecord_input = true\n")
+    flags = tmp_path / "flags.conf"
+    flags.write_text("--record=/srv/rec\n--record_max_bytes=1000\n")
+    c = load(select(RECORDING), [str(ini)], environ={})
+    assert (c.record_dir, c.record_input, c.record_max_bytes) == ("/var/lib/rec", True,
+                                                                  512 * 1024 * 1024)
+    c = load(select(RECORDING), [str(flags)], environ={})
+    assert (c.record_dir, c.record_input, c.record_max_bytes) == ("/srv/rec", False, 1000)
+    c, _ = parse("x", "x", RECORDING, ["--record", "/a"])
+    assert c.record_dir == "/a"
+    assert load(select(RECORDING), environ={"CONSOLE_RECORD_DIR": "/b"}).record_dir == "/b"
+    assert load(select(RECORDING), environ={}).record_dir == ""  # off by default
+    with pytest.raises(SystemExit):
+        parse("x", "x", RECORDING, ["--record-max-bytes", "0"])
+
+
+def _ctl(capsys, *argv: str) -> tuple[int, str, str]:
+    from consoleauth.ctl.main import main
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_consolectl_recordings_refusals_are_one_line(tmp_path, capsys) -> None:
+    code, _, err = _ctl(capsys, "recordings", "list")
+    assert code == 2 and err.count("\n") == 1 and "record_dir is not set" in err
+    code, out, _ = _ctl(capsys, "recordings", "list", "--record-dir", str(tmp_path), "--json")
+    assert code == 0 and json.loads(out) == []
+    code, _, err = _ctl(capsys, "recordings", "play", "nope", "--record-dir", str(tmp_path))
+    assert code == 1 and "no recording 'nope'" in err
+    junk = tmp_path / "junk.rec"
+    junk.write_bytes(b"\x00garbage")
+    code, _, err = _ctl(capsys, "recordings", "play", str(junk))
+    assert code == 1 and "cannot play" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as usage:  # argparse's usage error, as every subcommand
+        _ctl(capsys, "recordings", "list", "--since", "yesterday-ish")
+    assert usage.value.code == 2 and "an age like 30m" in capsys.readouterr().err
+
+
+def test_consolectl_lists_a_damaged_file_as_damaged(tmp_path, capsys) -> None:
+    (tmp_path / "20260101T000000Z-i-1-s1.rec").write_bytes(_file()[:-20])
+    (tmp_path / "20260101T000001Z-i-2-s2.rec").write_bytes(_file())
+    (tmp_path / "not-a-recording.rec").write_bytes(b"hello\n")
+    code, out, _ = _ctl(capsys, "recordings", "list", "--record-dir", str(tmp_path), "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["status"] for r in rows] == [
+        f"damaged: truncated at byte {len(_file()) - 20}", "complete"]
+    assert rows[1]["close_reason"] == "client_closed" and rows[1]["duration_s"] == 1.6

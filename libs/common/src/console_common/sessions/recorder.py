@@ -152,6 +152,8 @@ class Recorder:
 
     def _put(self, kind: int, data: bytes) -> None:
         size = FRAME.size + len(data)
+        if not self._used:  # the writer sleeps while nothing waits: now something will
+            self._wake.set()
         if self._used + size > len(self._fill):
             if not self._hand_over():
                 return
@@ -219,7 +221,9 @@ class Recorder:
         write = gevent.get_hub().threadpool.apply
         try:
             while True:
-                woken = self._wake.wait(FLUSH_INTERVAL)
+                # an idle session's writer sleeps until there is something to write
+                pending = self._used or self._full or self._closing
+                woken = self._wake.wait(FLUSH_INTERVAL if pending else None)
                 self._wake.clear()
                 closing = self._closing
                 if not self._header_done:

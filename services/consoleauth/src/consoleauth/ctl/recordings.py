@@ -126,10 +126,11 @@ def summary(path: Path) -> dict[str, Any] | None:
                     break
                 last = micros / 1_000_000
                 if kind == NOTE and n < 4096:
-                    note = json.loads(f.read(n) or b"{}")
-                    end = note if note.get("note") == "end" else end
-                    header.setdefault("stopped", note.get("note") if note.get("note") != "end"
-                                      else None)
+                    note = _note(f.read(n))
+                    if note.get("note") == "end":
+                        end = note
+                    elif note.get("note"):
+                        header["stopped"] = note["note"]
                 else:
                     f.seek(n, os.SEEK_CUR)
     except (OSError, RecordingError, ValueError):
@@ -144,6 +145,14 @@ def summary(path: Path) -> dict[str, Any] | None:
             "record_input": header.get("record_input"), "status": status,
             "stopped": header.get("stopped"),
             "close_reason": end.get("close_reason") if end else None}
+
+
+def _note(raw: bytes) -> dict[str, Any]:
+    try:
+        note = json.loads(raw)
+    except ValueError:
+        return {}
+    return note if isinstance(note, dict) else {}
 
 
 def _recordings(directory: Path) -> Iterator[dict[str, Any]]:
