@@ -13,9 +13,11 @@ WHEN for --since: an ISO date or date-time (UTC unless it says), or an age: 30m,
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from console_common.runtime.config import Config, add_option_arguments, select
 from console_common.runtime.service import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
 from consoleauth.ctl.common import OPTIONS as COMMON_OPTIONS
-from consoleauth.ctl.common import CtlError, emit, table
+from consoleauth.ctl.common import PROG, CtlError, emit, table
 
 NAME = "recordings"
 HELP = "List recorded console sessions, or play one back in the browser."
@@ -257,18 +259,27 @@ def _play(config: Config, args: argparse.Namespace) -> int:
         def log_message(self, *_: Any) -> None:
             pass  # a local page for one viewer: nothing worth a line per request
 
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a viewer that went away mid-response (its tab closed): nothing to report
+
     try:
-        server = ThreadingHTTPServer(args.listen, Handler)
+        server = Server(args.listen, Handler)
     except OSError as exc:
         raise CtlError(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror}",
                        EXIT_USAGE) from exc
-    server.daemon_threads = True
     host, port = server.server_address[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    shown = socket.gethostname() if host == "0.0.0.0" else host  # a URL one can open
+    url = f"http://{shown}:{port}/"
     damaged = f" (damaged: {meta['damage']})" if meta["damage"] else ""
     emit(args, f"Playing {path.name}{damaged} at {url} (Ctrl-C to stop)",
          {"url": url, "file": str(path), "damage": meta["damage"]})
     sys.stdout.flush()
+    if not ipaddress.ip_address(host).is_loopback:
+        print(f"{PROG}: warning: serving the recording to anyone who reaches {host}:{port} "
+              "(no authentication)", file=sys.stderr)
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
