@@ -252,3 +252,42 @@ def test_consolectl_lists_a_damaged_file_as_damaged(tmp_path, capsys) -> None:
     assert code == 0 and [r["status"] for r in rows] == [
         f"damaged: truncated at byte {len(_file()) - 20}", "complete"]
     assert rows[1]["close_reason"] == "client_closed" and rows[1]["duration_s"] == 1.6
+
+
+def test_a_full_disk_stops_the_recording_not_the_session() -> None:
+    from structlog.testing import capture_logs
+    fd = os.open("/dev/full", os.O_WRONLY)  # every write fails with ENOSPC
+    rec = Recorder(fd, "/dev/full", lambda: {}, 1 << 40, record_input=False)
+    with capture_logs() as logs:
+        accepted = 0
+        for _ in range(200):  # 50 MiB offered: far more than the buffers hold
+            if not rec.server_data(b"z" * (256 * 1024)):
+                break
+            accepted += 1
+            gevent.sleep(0)
+        assert accepted < 200 and rec.active is False
+        rec.close({"close_reason": "client_closed"})  # returns at once, nothing to wait for
+    failed = [e for e in logs if e["event"] == "recording.failed"]
+    assert len(failed) == 1 and "space" in failed[0]["error"].lower()
+
+
+def test_a_disk_that_falls_behind_stops_the_recording_in_bounded_time(tmp_path,
+                                                                      monkeypatch) -> None:
+    import time as real_time
+
+    from console_common.sessions import recorder as module
+    from structlog.testing import capture_logs
+    monkeypatch.setattr(module, "STALL_TIMEOUT", 0.2)
+    monkeypatch.setattr(module, "CLOSE_TIMEOUT", 0.3)
+    monkeypatch.setattr(module, "_write_all", lambda fd, data: real_time.sleep(0.5))
+    rec = RecordingPolicy(str(tmp_path)).open(_session())
+    assert rec is not None
+    started = real_time.monotonic()
+    with capture_logs() as logs:
+        while rec.server_data(b"s" * (256 * 1024)):
+            pass
+        assert rec.stopped == "stalled"
+        rec.close({})
+    assert real_time.monotonic() - started < 3
+    events = [e["event"] for e in logs]
+    assert events.count("recording.stopped") == 1 and "recording.close_timeout" in events

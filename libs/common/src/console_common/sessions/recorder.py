@@ -36,11 +36,14 @@ from typing import Any
 import gevent
 import gevent.event
 import structlog
+from gevent.monkey import get_original
 
 from console_common.proto.recording import (CLIENT, FRAME, NOTE, SERVER, SUFFIX,
                                             encode_header)
 
 log = structlog.get_logger("recording")
+# A real lock (not gevent's): shared by the writer greenlet and a pool thread.
+_os_lock = get_original("_thread", "allocate_lock")
 
 FLUSH_INTERVAL = 0.5
 BUFFER_BYTES = 1024 * 1024  # one write each: big enough to cost the filesystem little
@@ -129,6 +132,11 @@ class Recorder:
         self._free: list[bytearray] = []
         self._header_done = False
         self._closing = False
+        # the descriptor is closed by whoever is last: the writer, or a write still in
+        # flight in its thread when the writer was given up on (never a reused number)
+        self._fd_lock = _os_lock()
+        self._in_flight = False
+        self._close_pending = False
         self._wake = gevent.event.Event()
         self._room = gevent.event.Event()
         self._writer = gevent.spawn(copy_context().run, self._write_loop)
@@ -217,8 +225,28 @@ class Recorder:
             self._writer.kill(block=False)
             log.warning("recording.close_timeout", path=self.path)  # its finally closes
 
+    def _write(self, data: bytes | memoryview) -> None:
+        self._in_flight = True
+        gevent.get_hub().threadpool.apply(self._write_in_thread, (data,))
+
+    def _write_in_thread(self, data: bytes | memoryview) -> None:
+        try:
+            _write_all(self._fd, data)
+        finally:
+            with self._fd_lock:
+                self._in_flight = False
+                if self._close_pending:
+                    os.close(self._fd)
+
+    def _close_fd(self) -> None:
+        with self._fd_lock:
+            if self._in_flight:
+                self._close_pending = True
+            else:
+                os.close(self._fd)
+
     def _write_loop(self) -> None:
-        write = gevent.get_hub().threadpool.apply
+        write = self._write
         try:
             while True:
                 # an idle session's writer sleeps until there is something to write
@@ -229,7 +257,7 @@ class Recorder:
                 if not self._header_done:
                     if not closing and not self._ready() and not self._full:
                         continue  # the desktop is not described yet: wait a little more
-                    write(_write_all, (self._fd, encode_header(self._describe())))
+                    write(encode_header(self._describe()))
                     self._header_done = True
                 if (closing or not woken) and self._used:  # time's up: what there is
                     # (never while the relay waits in _hand_over: its buffer is empty then)
@@ -238,7 +266,7 @@ class Recorder:
                 while self._full:
                     buffer, used = self._full.pop(0)
                     with memoryview(buffer) as view:
-                        write(_write_all, (self._fd, view[:used]))
+                        write(view[:used])
                     if isinstance(buffer, bytearray) and len(buffer) == BUFFER_BYTES:
                         self._free.append(buffer)
                     self._room.set()
@@ -253,10 +281,7 @@ class Recorder:
             log.error("recording.failed", path=self.path, exc_info=True)
         finally:
             self._room.set()
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
+            self._close_fd()
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
