@@ -97,6 +97,17 @@ def test_playback_replaces_the_handshake_with_none(handshake: bytes, security: s
     assert duration == pytest.approx(1.6)
 
 
+def test_playback_of_a_stream_recorded_after_the_handshake() -> None:
+    header = encode_header({"session_id": "s", "width": 640, "height": 480,
+                            "desktop_name": "vm-1", "rfb_version": "3.8"})
+    data = header + encode_frame(SERVER, 0.5, UPDATE) + encode_frame(SERVER, 0.7, UPDATE)
+    frames = _playback_frames(playback_stream(decode(data))[0])
+    handshake = frames[0][1]
+    assert handshake.startswith(HANDSHAKE_NONE[:18])  # version, None, OK
+    assert handshake[18:22] == b"\x02\x80\x01\xe0" and handshake.endswith(b"vm-1")
+    assert frames[1:] == [(0.5, UPDATE), (0.7, UPDATE)]
+
+
 def test_playback_refuses_what_it_cannot_follow() -> None:
     with pytest.raises(PlaybackError, match="security type"):
         split_handshake(HANDSHAKE_NONE, "3.8", "VeNCrypt")

@@ -17,7 +17,9 @@ short (a crash, a full disk) decodes up to its last whole frame and says where i
 ``playback_stream`` turns the server->client frames into what a viewer needs to replay
 them: the recorded RFB handshake is replaced by a plain RFB 3.8 handshake with security
 type None (the viewer must not be asked for the VNC server's password), followed by the
-recorded ServerInit and everything after it, at the recorded times.
+recorded ServerInit and everything after it, at the recorded times. A recording fed only
+what followed the handshake (a security proxy that answered the client itself and handed
+the recorder just the relayed stream) gets a ServerInit built from its header.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rfb.events import SECURITY_NONE, SECURITY_VNC_AUTH
-from .rfb.messages import MAX_NAME
+from .rfb.events import BGRX32, SECURITY_NONE, SECURITY_VNC_AUTH, ServerInit
+from .rfb.messages import MAX_NAME, encode_server_init
 
 FORMAT = "console-recording"
 VERSION = 1
@@ -226,8 +228,16 @@ def playback_stream(recording: Recording) -> tuple[bytes, float]:
         head += f.data
         if len(head) >= 64 * 1024 + MAX_NAME or count == len(server):
             break
-    server_init, end = split_handshake(bytes(head), recording.header.get("rfb_version"),
-                                       recording.header.get("security_type"))
+    header = recording.header
+    if head.startswith(b"RFB ") or not (header.get("width") and header.get("height")):
+        server_init, end = split_handshake(bytes(head), header.get("rfb_version"),
+                                           header.get("security_type"))
+    else:
+        # fed only what followed the handshake (a security proxy that answered the client
+        # itself): the header describes the desktop; the viewer sets its own pixel format
+        server_init, end = encode_server_init(ServerInit(
+            int(header["width"]), int(header["height"]), BGRX32,
+            str(header.get("desktop_name") or ""))), 0
     out = [_playback_frame(0.0, _HANDSHAKE_38_NONE + server_init)]
     pos = 0  # where each frame starts in the server stream
     for f in server:
