@@ -302,3 +302,31 @@ def test_a_disk_that_falls_behind_stops_the_recording_in_bounded_time(tmp_path,
     assert real_time.monotonic() - started < 3
     events = [e["event"] for e in logs]
     assert events.count("recording.stopped") == 1 and "recording.close_timeout" in events
+
+
+# --- the session seam: SessionRegistry.run records what the relay hands over ----------
+
+def test_a_registry_with_recording_records_each_session(tmp_path) -> None:
+    from structlog.testing import capture_logs
+
+    from console_common.sessions.runner import Session, SessionRegistry
+    from tests.unit.test_relay import FakeStream
+    registry = SessionRegistry()
+    registry.recording = RecordingPolicy(str(tmp_path), record_input=True)
+    session = Session(client="10.0.0.5", token="t" * 40, instance_uuid="inst-1",
+                      target="127.0.0.1:5900", kind="novnc")
+    client, target = FakeStream("client"), FakeStream("target")
+    target.feed(HANDSHAKE_NONE[:14], b"\0\0\0\0", SERVER_INIT, UPDATE, b"")
+    client.feed(b"RFB 003.008\n", b"\x01", b"\x01", KEY_A := b"\x04\x01\0\0\0\0\0\x61")
+    gevent.spawn_later(0.2, client.feed, b"")
+    with capture_logs() as logs:
+        registry.run(session, client, target, drain=0.5)
+    end = next(e for e in logs if e["event"] == "session.end")
+    rec = decode(Path(end["recording"]).read_bytes())
+    assert rec.header["session_id"] == session.session_id
+    assert rec.header["desktop_name"] == "vm-1" and rec.header["client"] == "10.0.0.5"
+    assert b"".join(f.data for f in rec.frames if f.kind == SERVER) == \
+        HANDSHAKE_NONE[:14] + b"\0\0\0\0" + SERVER_INIT + UPDATE
+    assert KEY_A in b"".join(f.data for f in rec.frames if f.kind == CLIENT)
+    assert rec.notes[-1]["close_reason"] == end["close_reason"]
+    assert session.recorder is not None and session.recorder._writer.dead

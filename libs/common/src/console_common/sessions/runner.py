@@ -233,6 +233,8 @@ class SessionRegistry:
         try:
             session.run(client, target, **run)
         finally:
+            if session.recorder is not None:  # whatever way run() ended (no-op if it closed)
+                session.recorder.close({"close_reason": session.close_reason})
             self.remove(session)
             if self.metrics is not None:
                 self.metrics.ended(session, relayed=True)
