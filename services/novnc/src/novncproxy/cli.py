@@ -26,15 +26,15 @@ from novncproxy.app import ConsoleApp, find_novnc_dir
 from console_common.sessions.metrics import ProxyMetrics
 from novncproxy.server import ProxyServer, tls_context
 
-OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only", "cert",
+OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING,
+           "novncproxy_host", "novncproxy_port", "ssl_only", "cert",
            "key", "web", "console_allowed_origins", "trusted_proxies", "max_sessions",
            "websocket_max_message", "request_head_timeout", "request_head_max",
            "target_connect_timeout", "graceful_timeout", "workers",
            "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
            "session_idle_timeout", "session_max_age", "max_sessions_per_token",
            "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
-           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
-           *RECORDING)
+           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +94,8 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
                      novnc_dir=novnc_dir, max_message=config.websocket_max_message,
                      connect_timeout=config.target_connect_timeout,
                      limits=LimitPolicy.from_config(config))
-    app.sessions.recording = RecordingPolicy.from_config(config)  # None: not recording
     pool = gevent.pool.Pool(config.max_sessions)
+    app.sessions.recording = RecordingPolicy.from_config(config)  # None: not recording
     server = ProxyServer(sock, app, pool=pool, head_max=config.request_head_max,
                          head_timeout=config.request_head_timeout,
                          tls=tls, ssl_only=config.ssl_only)

@@ -27,14 +27,14 @@ from gevent.server import StreamServer
 
 from xvpvncproxy.server import XvpProxy, metrics_app
 
-OPTIONS = (*COMMON, *BUS_CLIENT, "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
+OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING,
+           "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
            "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
            "request_head_max", "target_connect_timeout", "graceful_timeout", "workers",
            "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
            "session_idle_timeout", "session_max_age", "max_sessions_per_token",
            "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
-           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
-           *RECORDING)
+           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds")
 BACKLOG = 1024
 
 

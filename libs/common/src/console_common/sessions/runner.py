@@ -105,8 +105,9 @@ class Session:
     def run(self, client: Stream, target: Stream, drain: float = 2.0) -> RelayResult:
         """Relay until both directions end; log ``session.start`` and ``session.end``."""
         log.info("session.start", kind=self.kind)
-        observer, recorder = self.observer, self.recorder
+        observer = self.observer
         up = down = None
+        recorder = self.recorder
         if observer is not None or recorder is not None:
             # Each returns whether it still wants chunks: once neither the handshake
             # observer nor the recorder does, the relay stops calling (and may splice).
@@ -144,15 +145,15 @@ class Session:
             detail = getattr(client, "error", "") or (result.reason if result.error else "")
             if detail and self.cut_reason is None:
                 fields["close_detail"] = detail
+            if recorder is not None:
+                recorder.close({k: fields[k] for k in ("close_reason", "bytes_up",
+                                                       "bytes_down", "duration_s")})
+                fields["recording"] = recorder.path
             if observer is not None:
                 info = observer.info()
                 fields.update(rfb_version=info["rfb_version"],
                               security_type=info["security_type"],
                               desktop_name=info["desktop_name"])
-            if recorder is not None:
-                recorder.close({k: fields[k] for k in ("close_reason", "bytes_up",
-                                                       "bytes_down", "duration_s")})
-                fields["recording"] = recorder.path
             log.info("session.end", **fields)
         return result
 
