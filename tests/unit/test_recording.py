@@ -330,3 +330,18 @@ def test_a_registry_with_recording_records_each_session(tmp_path) -> None:
     assert KEY_A in b"".join(f.data for f in rec.frames if f.kind == CLIENT)
     assert rec.notes[-1]["close_reason"] == end["close_reason"]
     assert session.recorder is not None and session.recorder._writer.dead
+
+
+def test_a_stalled_handshake_still_gets_its_header_written(tmp_path, monkeypatch) -> None:
+    from console_common.sessions import recorder as module
+    monkeypatch.setattr(module, "HEADER_WAIT", 0.2)
+    observer = RFBObserver()
+    rec = RecordingPolicy(str(tmp_path)).open(_session(observer))
+    assert rec is not None
+    observer.server_data(HANDSHAKE_NONE[:12])  # the client never answers the version
+    rec.server_data(HANDSHAKE_NONE[:12])
+    gevent.sleep(1.0)
+    partial = decode(Path(rec.path).read_bytes())  # written while the session is open
+    assert partial.header["desktop_name"] is None and partial.damage is None
+    assert [f.data for f in partial.frames] == [HANDSHAKE_NONE[:12]]
+    rec.close({})

@@ -50,6 +50,7 @@ BUFFER_BYTES = 1024 * 1024  # one write each: big enough to cost the filesystem 
 BUFFERS = 4  # per session, created as needed: memory is bounded by BUFFERS * BUFFER_BYTES
 STALL_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
+HEADER_WAIT = 10.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -247,6 +248,9 @@ class Recorder:
 
     def _write_loop(self) -> None:
         write = self._write
+        # a client that stalls in the handshake gets a header without the desktop (and its
+        # writer goes to sleep) after HEADER_WAIT
+        header_by = time.monotonic() + HEADER_WAIT
         try:
             while True:
                 # an idle session's writer sleeps until there is something to write
@@ -255,7 +259,8 @@ class Recorder:
                 self._wake.clear()
                 closing = self._closing
                 if not self._header_done:
-                    if not closing and not self._ready() and not self._full:
+                    if (not closing and not self._ready() and not self._full
+                            and time.monotonic() < header_by):
                         continue  # the desktop is not described yet: wait a little more
                     write(encode_header(self._describe()))
                     self._header_done = True
