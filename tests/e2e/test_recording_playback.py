@@ -2,12 +2,15 @@
 host's moving test pattern, keys typed), then played back in Chromium through
 `consolectl recordings play` with the real noVNC: the last frame is the live session's
 last frame, a seek to the middle shows what the live session showed then, and a truncated
-file plays to its end and says so."""
+file plays to its end and says so. A session with TigerVNC's Xvnc (Tight encoding) replays
+to the same last frame too."""
 
 from __future__ import annotations
 
+import os
 import re
 import select
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from console_common.proto.recording import decode
 from fakecompute.pattern import NAME_BG, TestPattern
 
 from tests.e2e.cdp import Browser
+from tests.e2e.conftest import require
 from tests.integration._consoles import start_compute, start_consoleauth
 from tests.support import VENV_BIN, ServiceProcess, free_port, remember_secret, wait_tcp
 
@@ -60,7 +64,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, novnc_dir: Path) -> Iterator
             logs)
         services.append(proxy)
         wait_tcp("127.0.0.1", port)
-        yield {"bus": bus, "compute": compute.control, "proxy": proxy, "dir": record_dir}
+        yield {"bus": bus, "compute": compute.control, "proxy": proxy, "dir": record_dir,
+               "port": port}
     finally:
         for svc in reversed(services):
             svc.stop()
@@ -190,3 +195,57 @@ def test_recorded_session_plays_back_in_the_browser(browser: Browser, stack: dic
         assert "reached the damage" in message and "truncated at byte" in message
         assert abs(browser.evaluate("window.player.position") - cut_duration) < 1e-6
         assert pixels(browser) == at_cut
+
+
+@pytest.fixture
+def xvnc(tmp_path: Path) -> Iterator[int]:
+    """TigerVNC's Xvnc with an xterm: a real server with Tight encoding (zlib streams whose
+    state a replay must rebuild from the start)."""
+    for tool in ("Xvnc", "xterm"):
+        require(shutil.which(tool) is not None, f"{tool} is missing: run scripts/install-system.sh")
+    display = next(n for n in range(600, 700) if not Path(f"/tmp/.X{n}-lock").exists()
+                   and not Path(f"/tmp/.X11-unix/X{n}").exists())
+    port = free_port()
+    procs = [subprocess.Popen(["Xvnc", f":{display}", "-geometry", "400x300", "-depth", "24",
+                               "-SecurityTypes", "None", "-rfbport", str(port), "-localhost",
+                               "-AlwaysShared", "-desktop", "rec-xvnc"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        wait_tcp("127.0.0.1", port)
+        procs.append(subprocess.Popen(
+            ["xterm", "-geometry", "40x10+0+0", "-bg", "black", "-fg", "white"],
+            env={**os.environ, "DISPLAY": f":{display}"}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+        time.sleep(1.0)  # let the xterm map
+        yield port
+    finally:
+        for proc in reversed(procs):
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_real_vnc_server_session_replays_to_the_same_last_frame(
+        browser: Browser, stack: dict, xvnc: int) -> None:
+    with BusClient([stack["bus"]], timeout=5) as bus:
+        token = remember_secret(bus.call("authorize_console", console_type="novnc",
+                                         host="127.0.0.1", port=xvnc,
+                                         instance_uuid="rec-xvnc")["token"])
+    browser.navigate(f"http://127.0.0.1:{stack['port']}/vnc_auto.html?token={token}")
+    browser.wait_for("document.body.dataset.state === 'connected'", timeout=30)
+    browser.click(100, 60)  # into the xterm
+    browser.type_text("echo recorded\n")
+    time.sleep(1.5)
+    browser.evaluate(f"window.liveCanvas = {LIVE}; true")
+    start = stack["proxy"].wait_for_log("session.start", instance_uuid="rec-xvnc")
+    with BusClient([stack["bus"]], timeout=5) as bus:
+        bus.call("disconnect", session_ids=[start["session_id"]])
+    end = stack["proxy"].wait_for_log("session.end", session_id=start["session_id"])
+    browser.wait_for("document.body.dataset.state !== 'connected'", timeout=10)
+    last = pixels(browser, "window.liveCanvas")
+    assert last[:2] == (400, 300)
+    with player(end["recording"]) as url:
+        open_player(browser, url)
+        assert "rec-xvnc 400×300" in browser.evaluate("document.getElementById('meta').textContent")
+        browser.evaluate("window.player.setSpeed(16); window.player.play(); true")
+        browser.wait_for("document.body.dataset.state === 'ended'", timeout=20)
+        assert pixels(browser) == last
