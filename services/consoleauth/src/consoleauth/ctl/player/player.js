@@ -125,7 +125,9 @@ function newViewer() {
         if (mine === rfb && !e.detail.clean) {
             playing = false;
             setState("failed");
-            say(`The viewer could not follow the recording at ${fmt(position)}.`);
+            say(`noVNC could not follow the recording at ${fmt(position)}: the recorded ` +
+                "viewer likely asked the server for a pixel format or encoding noVNC does " +
+                "not use (a desktop viewer through xvpvncproxy, say).");
         }
     });
     next = 0;
