@@ -108,6 +108,15 @@ def test_playback_of_a_stream_recorded_after_the_handshake() -> None:
     assert frames[1:] == [(0.5, UPDATE), (0.7, UPDATE)]
 
 
+def test_playback_of_a_stream_recorded_from_the_server_init() -> None:
+    header = encode_header({"session_id": "s", "width": 640, "height": 480,
+                            "desktop_name": "vm-1", "rfb_version": "3.8"})
+    data = (header + encode_frame(SERVER, 0.1, SERVER_INIT[:10])
+            + encode_frame(SERVER, 0.2, SERVER_INIT[10:] + UPDATE))
+    frames = _playback_frames(playback_stream(decode(data))[0])
+    assert frames == [(0.0, HANDSHAKE_NONE), (0.2, UPDATE)]
+
+
 def test_playback_refuses_what_it_cannot_follow() -> None:
     with pytest.raises(PlaybackError, match="security type"):
         split_handshake(HANDSHAKE_NONE, "3.8", "VeNCrypt")

@@ -18,8 +18,8 @@ short (a crash, a full disk) decodes up to its last whole frame and says where i
 them: the recorded RFB handshake is replaced by a plain RFB 3.8 handshake with security
 type None (the viewer must not be asked for the VNC server's password), followed by the
 recorded ServerInit and everything after it, at the recorded times. A recording fed only
-what followed the handshake (a security proxy that answered the client itself and handed
-the recorder just the relayed stream) gets a ServerInit built from its header.
+what a security proxy relayed after greeting the client itself starts at the ServerInit
+(used as it is) or after it (one is built from the header).
 """
 
 from __future__ import annotations
@@ -229,15 +229,20 @@ def playback_stream(recording: Recording) -> tuple[bytes, float]:
         if len(head) >= 64 * 1024 + MAX_NAME or count == len(server):
             break
     header = recording.header
-    if head.startswith(b"RFB ") or not (header.get("width") and header.get("height")):
+    width, height = header.get("width"), header.get("height")
+    if head.startswith(b"RFB ") or not (width and height):
         server_init, end = split_handshake(bytes(head), header.get("rfb_version"),
                                            header.get("security_type"))
+    elif (len(head) >= 24 and head[:4] == struct.pack(">HH", width, height)
+          and (n := int.from_bytes(head[20:24], "big")) <= MAX_NAME and len(head) >= 24 + n):
+        # recorded from the ServerInit on (a security proxy that greeted the client
+        # itself and relayed the rest)
+        server_init, end = bytes(head[:24 + n]), 24 + n
     else:
-        # fed only what followed the handshake (a security proxy that answered the client
-        # itself): the header describes the desktop; the viewer sets its own pixel format
+        # recorded from after the ServerInit: the header describes the desktop (the viewer
+        # sets its own pixel format anyway)
         server_init, end = encode_server_init(ServerInit(
-            int(header["width"]), int(header["height"]), BGRX32,
-            str(header.get("desktop_name") or ""))), 0
+            int(width), int(height), BGRX32, str(header.get("desktop_name") or ""))), 0
     out = [_playback_frame(0.0, _HANDSHAKE_38_NONE + server_init)]
     pos = 0  # where each frame starts in the server stream
     for f in server:
