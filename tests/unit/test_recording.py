@@ -354,3 +354,19 @@ def test_a_stalled_handshake_still_gets_its_header_written(tmp_path, monkeypatch
     assert partial.header["desktop_name"] is None and partial.damage is None
     assert [f.data for f in partial.frames] == [HANDSHAKE_NONE[:12]]
     rec.close({})
+
+
+def test_files_are_served_only_from_under_their_folder(tmp_path) -> None:
+    from console_common.runtime.novnc import file_under, find_novnc_dir
+    root = tmp_path / "web"
+    (root / "core").mkdir(parents=True)
+    (root / "core" / "rfb.js").write_text("//")
+    (root / ".hidden").write_text("x")
+    (tmp_path / "secret").write_text("x")
+    (root / "link").symlink_to(tmp_path / "secret")
+    assert file_under(root, "core/rfb.js") == (root / "core" / "rfb.js").resolve()
+    for bad in ("", "../secret", "core/../../secret", ".hidden", "core//rfb.js", "link",
+                "core\\rfb.js", "core/rfb.js\x00", "core", "/etc/passwd"):
+        assert file_under(root, bad) is None, bad
+    assert find_novnc_dir(str(root)) == root.resolve()
+    assert find_novnc_dir(str(tmp_path)) is None

@@ -18,11 +18,12 @@ from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
 from console_common.sessions.limits import LimitPolicy, SessionClock
+from console_common.runtime.novnc import find_novnc_dir
 from console_common.sessions.recorder import RecordingPolicy
 from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
-from novncproxy.app import ConsoleApp, find_novnc_dir
+from novncproxy.app import ConsoleApp
 from console_common.sessions.metrics import ProxyMetrics
 from novncproxy.server import ProxyServer, tls_context
 

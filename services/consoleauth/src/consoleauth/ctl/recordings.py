@@ -31,6 +31,7 @@ from console_common.proto.recording import (FRAME, MAX_FRAME, MAX_HEADER, NOTE, 
                                             PlaybackError, RecordingError, decode,
                                             parse_header, playback_stream)
 from console_common.runtime.config import Config, add_option_arguments, select
+from console_common.runtime.novnc import file_under, find_novnc_dir
 from console_common.runtime.service import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
 from consoleauth.ctl.common import OPTIONS as COMMON_OPTIONS
@@ -40,8 +41,6 @@ NAME = "recordings"
 HELP = "List recorded console sessions, or play one back in the browser."
 OPTIONS = ("record_dir", "web")
 PLAYER_DIR = Path(__file__).resolve().parent / "player"
-# consoleauth/src/consoleauth/ctl -> the repository's pinned noVNC install
-_REPO_NOVNC = Path(__file__).resolve().parents[4] / "novnc" / "web" / "node_modules" / "@novnc" / "novnc"
 MAX_PLAY_BYTES = 2 * 1024 * 1024 * 1024  # read whole into memory: refuse what cannot fit
 _AGE = re.compile(r"\A(\d+(?:\.\d+)?)\s*([smhd])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -199,11 +198,10 @@ def _glob_safe(text: str) -> str:
 
 
 def find_novnc(web: str) -> Path:
-    for candidate in ([Path(web)] if web else [_REPO_NOVNC, Path(sys.prefix) / "share" / "novnc"]):
-        if (candidate / "core" / "rfb.js").is_file():
-            return candidate.resolve()
-    raise CtlError("the noVNC client library is not installed: run scripts/install-novnc.sh "
-                   "or pass --web DIR", EXIT_USAGE)
+    if (found := find_novnc_dir(web)) is None:
+        raise CtlError("the noVNC client library is not installed: run scripts/install-novnc.sh "
+                       "or pass --web DIR", EXIT_USAGE)
+    return found
 
 
 def load_playback(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -243,7 +241,7 @@ def _play(config: Config, args: argparse.Namespace) -> int:
             if target in files:
                 path, kind = files[target]
                 return self._send(path.read_bytes(), kind)
-            if target.startswith("/novnc/") and (found := _under(novnc, target[7:])):
+            if target.startswith("/novnc/") and (found := file_under(novnc, target[7:])):
                 kind = "text/javascript" if found.suffix == ".js" else "application/octet-stream"
                 return self._send(found.read_bytes(), kind)
             self._send(b"not found\n", "text/plain", HTTPStatus.NOT_FOUND)
@@ -285,15 +283,3 @@ def _play(config: Config, args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return EXIT_OK
-
-
-def _under(root: Path, rel: str) -> Path | None:
-    """``rel`` inside ``root``: no traversal, no dotfiles."""
-    parts = rel.split("/")
-    if not rel or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        return None
-    try:
-        found = root.joinpath(*parts).resolve(strict=True)
-    except (OSError, RuntimeError):
-        return None
-    return found if found.is_relative_to(root) and found.is_file() else None
