@@ -4,6 +4,7 @@
     uv run python bench/run.py --quick          # short windows, same measures (~3 min)
     uv run python bench/run.py --quick --smoke  # smallest sizes, 1 repetition (make test)
     uv run python bench/run.py --quick --measures download,echo --only xvpvncproxy
+    uv run python bench/run.py --quick --measures download --record   # + recording on
 
 It installs its baselines (Debian ``socat``; websockify + numpy from PyPI into
 ``bench/.venv-baselines``), starts the targets (bench/targets.py), ``consoleauth
@@ -42,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -393,6 +395,7 @@ class Bench:
         self.measures: set[str] = set(MEASURES)
         self.floor = False  # --floor: also the bare gevent relay (bench/gevent_floor.py)
         self.workers = 1  # --workers: our proxies' pre-fork worker processes
+        self.record_dir: str | None = None  # --record: also our proxies recording there
         self.profile = False  # --profile: py-spy our processes in each measured window
         self.profilers: list[subprocess.Popen] = []
 
@@ -489,6 +492,23 @@ class Bench:
             "xvpvncproxy", "xvp", dict.fromkeys(TARGETS, port), dict.fromkeys(TARGETS, proc.pid),
             path=lambda t: f"/console?token={tokens.get('xvpvnc', t)}", ours=True))
 
+        if self.record_dir:  # the same proxies with session recording on
+            rec = [*common, "--record-dir", self.record_dir, "--record-max-bytes", str(1 << 40)]
+            for name, kind, flags, console, path in (
+                    ("novncproxy", "ws", ["--novncproxy-host", "127.0.0.1",
+                                          "--novncproxy-port"], "novnc", "/websockify"),
+                    ("xvpvncproxy", "xvp", ["--xvpvncproxy-metrics-port", "0",
+                                            "--xvpvncproxy-host", "127.0.0.1",
+                                            "--xvpvncproxy-port"], "xvpvnc", "/console")):
+                port = free_port()
+                proc = self.procs.start(f"{name}+rec", [str(VENV_BIN / name), *rec, *flags,
+                                                        str(port)])
+                starting.append((f"{name}+rec", port, proc))
+                self.systems.append(System(
+                    f"{name}+rec", kind, dict.fromkeys(TARGETS, port),
+                    dict.fromkeys(TARGETS, proc.pid), ours=True,
+                    path=lambda t, c=console, p=path: f"{p}?token={tokens.get(c, t)}"))
+
         broken: set[str] = set()
         for name, port, proc in starting:
             try:
@@ -501,7 +521,7 @@ class Bench:
             tokens.wait_ready()
         except MeasureError as exc:
             self.fail("setup", "consoleauth", str(exc))
-            broken |= {"novncproxy", "xvpvncproxy"}
+            broken |= {"novncproxy", "xvpvncproxy", "novncproxy+rec", "xvpvncproxy+rec"}
         self.systems = [s for s in self.systems if s.name not in broken]
         if self.only:
             self.systems = [s for s in self.systems
@@ -1011,6 +1031,10 @@ def main() -> int:
                          "(bench/results/profiles/; figures are lower while sampling)")
     ap.add_argument("--workers", type=int, default=1,
                     help="run our proxies with --workers N (pre-fork, SO_REUSEPORT)")
+    ap.add_argument("--record", nargs="?", const="", metavar="BASE",
+                    help="also measure our proxies with session recording on (novncproxy+rec, "
+                         "xvpvncproxy+rec); record_dir is a temporary folder in BASE (default: "
+                         "the system's temp folder; /dev/shm leaves the disk out), removed after")
     ap.add_argument("--measures", default=",".join(MEASURES),
                     help=f"comma list of measures to run (default: all of {','.join(MEASURES)})")
     args = ap.parse_args()
@@ -1031,6 +1055,9 @@ def main() -> int:
     bench.profile = args.profile
     bench.floor = args.floor
     bench.workers = meta["workers"] = args.workers
+    if args.record is not None:
+        bench.record_dir = meta["record_dir"] = tempfile.mkdtemp(prefix="bench-recordings-",
+                                                                 dir=args.record or None)
     if args.profile:
         shutil.rmtree(profiles.OUT, ignore_errors=True)
     bench.meta = meta
@@ -1057,6 +1084,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 profiler.kill()
         bench.procs.stop_all()
+        if bench.record_dir:
+            shutil.rmtree(bench.record_dir, ignore_errors=True)
         if bench.tokens is not None:
             bench.tokens.bus.close()
     meta["loadavg_end"] = loadavg()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -40,6 +39,7 @@ from console_common.sessions.runner import (CLIENT_STALLED, DISCONNECTED, IDLE_T
                                             MAX_AGE, PEER_DEAD, REVOKED, SHUTDOWN,
                                             Session, SessionRegistry)
 from console_common.net.target import TargetUnreachable, connect_target
+from console_common.runtime.novnc import file_under
 from console_common.sessions.admission import Denial, Denied, check_console_token
 from console_common.sessions.control import Control
 from console_common.net.wsstream import WsStream
@@ -58,8 +58,6 @@ log = structlog.get_logger("novncproxy")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE_DIR / "static"
-# services/novnc/src/novncproxy -> services/novnc/web/node_modules/@novnc/novnc
-PINNED_NOVNC = PACKAGE_DIR.parents[1] / "web" / "node_modules" / "@novnc" / "novnc"
 PAGE_PATHS = frozenset({"/", "/vnc_auto.html", "/vnc_lite.html"})
 WEBSOCKET_PATH = "/websockify"
 SESSION_DRAIN = 2.0  # after one side ended, how long the other may still finish
@@ -90,15 +88,6 @@ CUT_CLOSES = {SHUTDOWN: (1001, "server shutting down"), REVOKED: (1008, "console
 # a client that reads nothing cannot be told: its connection is cut without a close frame
 UNHEARD_CUTS = frozenset((PEER_DEAD, CLIENT_STALLED))
 
-
-
-def find_novnc_dir(web: str) -> Path | None:
-    """``web`` if set; else the pinned install in the repository; else sys.prefix/share."""
-    candidates = [Path(web)] if web else [PINNED_NOVNC, Path(sys.prefix) / "share" / "novnc"]
-    for candidate in candidates:
-        if (candidate / "core" / "rfb.js").is_file():
-            return candidate.resolve()
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,19 +127,7 @@ class StaticFiles:
         self._cache = cache
 
     def lookup(self, rel: str) -> Path | None:
-        if self.root is None or not rel or "\x00" in rel or "\\" in rel:
-            return None
-        parts = rel.split("/")
-        if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-            return None
-        path = self.root.joinpath(*parts)
-        try:
-            resolved = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            return None
-        if not resolved.is_relative_to(self.root) or not resolved.is_file():
-            return None
-        return resolved
+        return None if self.root is None else file_under(self.root, rel)
 
     def read(self, path: Path) -> tuple[bytes, str] | None:
         hit = self._cache.get(path)

@@ -12,20 +12,23 @@ from typing import Any
 import gevent.pool
 from console_common import __version__
 from console_common.net.bus import BusClient
-from console_common.runtime.config import BUS_CLIENT, COMMON, parse
+from console_common.runtime.config import BUS_CLIENT, COMMON, RECORDING, parse
 from console_common.runtime.keys import curve_client
 from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
 from console_common.sessions.limits import LimitPolicy, SessionClock
+from console_common.runtime.novnc import find_novnc_dir
+from console_common.sessions.recorder import RecordingPolicy
 from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
-from novncproxy.app import ConsoleApp, find_novnc_dir
+from novncproxy.app import ConsoleApp
 from console_common.sessions.metrics import ProxyMetrics
 from novncproxy.server import ProxyServer, tls_context
 
-OPTIONS = (*COMMON, *BUS_CLIENT, "novncproxy_host", "novncproxy_port", "ssl_only", "cert",
+OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING,
+           "novncproxy_host", "novncproxy_port", "ssl_only", "cert",
            "key", "web", "console_allowed_origins", "trusted_proxies", "max_sessions",
            "websocket_max_message", "request_head_timeout", "request_head_max",
            "target_connect_timeout", "graceful_timeout", "workers",
@@ -40,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     config, _ = parse("novncproxy", "noVNC console page and WebSocket console proxy "
                       "(nova-novncproxy).", OPTIONS, argv)
     log = boot("novncproxy", config)
+    if (recording := RecordingPolicy.from_config(config)) is not None:
+        try:
+            recording.check()
+        except OSError as exc:
+            log.error("service.config_error", error=f"record_dir: {exc}")
+            print(f"novncproxy: error: cannot record to {config.record_dir}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
     if config.ssl_only and not config.cert:
         log.error("service.config_error", error="ssl_only needs cert")
         print("novncproxy: error: --ssl-only needs --cert", file=sys.stderr)
@@ -86,6 +97,7 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
                      connect_timeout=config.target_connect_timeout,
                      limits=LimitPolicy.from_config(config))
     pool = gevent.pool.Pool(config.max_sessions)
+    app.sessions.recording = RecordingPolicy.from_config(config)  # None: not recording
     server = ProxyServer(sock, app, pool=pool, head_max=config.request_head_max,
                          head_timeout=config.request_head_timeout,
                          tls=tls, ssl_only=config.ssl_only)

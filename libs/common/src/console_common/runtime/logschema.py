@@ -88,6 +88,7 @@ _SESSION_END = {
     "bytes_up": "int", "bytes_down": "int", "duration_s": "number",
     # what the passive RFB observer learnt (not on connect_failed)
     "rfb_version": "?str|null", "security_type": "?str|null", "desktop_name": "?str|null",
+    "recording": "?str",  # the session's recording file (record_dir set)
 }
 
 EVENTS: tuple[Event, ...] = (
@@ -243,7 +244,15 @@ EVENTS: tuple[Event, ...] = (
         "*/cli.py", error="str", endpoint="?str", host="?str", port="?int"),
     _ev("service.store_failed", (CONSOLEAUTH,), "error", "The token store could not be "
         "opened.", "consoleauth/cli.py", error="str"),
-    _ev("service.config_error", (NOVNC,), "error", "The configuration cannot work.",
+    _ev("recording.failed", PROXIES, "warning error", "A session's recording could not be "
+        "opened or written (the session goes on unrecorded).", "sessions/recorder.py", EXC,
+        path="str", error="?str"),
+    _ev("recording.stopped", PROXIES, "warning", "Recording stopped early (reason: "
+        "max_bytes, stalled ...); the session goes on.", "sessions/recorder.py", path="str",
+        reason="str", detail="str|null", recorded_bytes="int"),
+    _ev("recording.close_timeout", PROXIES, "warning", "A recording's writer did not finish "
+        "within its bound at the session's end.", "sessions/recorder.py", path="str"),
+    _ev("service.config_error", PROXIES, "error", "The configuration cannot work.",
         "novncproxy/cli.py", error="str"),
     _ev("service.tls_failed", (NOVNC,), "error", "The certificate or key could not be "
         "loaded.", "novncproxy/cli.py", cert="str|null", error="str"),

@@ -44,6 +44,7 @@ import gevent
 import structlog
 
 from console_common.sessions.metrics import ProxyMetrics
+from console_common.sessions.recorder import Recorder, RecordingPolicy
 from console_common.net.relay import RelayResult, Stream, relay
 from console_common.proto.rfb.observer import RFBObserver
 from console_common.proto.tokens import token_hash, token_id
@@ -80,6 +81,9 @@ class Session:
         if client_port is not None:
             self.context["client_port"] = client_port
         self.observer = RFBObserver() if observe_rfb else None
+        # Takes the relayed bytes when recording is on (SessionRegistry.run sets it; a
+        # security proxy feeds it what the client sees): sessions.recorder.Recorder.
+        self.recorder: Recorder | None = None
         self.on_cut: Callable[[str], None] | None = None
         self.cut_reason: str | None = None
         self.result: RelayResult | None = None
@@ -105,16 +109,27 @@ class Session:
         log.info("session.start", kind=self.kind)
         observer = self.observer
         up = down = None
-        if observer is not None:
+        recorder = self.recorder
+        if observer is not None or recorder is not None:
+            # Each returns whether it still wants chunks: once neither the handshake
+            # observer nor the recorder does, the relay stops calling (and may splice).
             def up(data: bytes) -> bool:
-                if observer.active:
+                watching = False
+                if observer is not None and observer.active:
                     observer.client_data(data)
-                return observer.active
+                    watching = observer.active
+                if recorder is not None and recorder.client_data(data):
+                    watching = True
+                return watching
 
             def down(data: bytes) -> bool:
-                if observer.active:
+                watching = False
+                if observer is not None and observer.active:
                     observer.server_data(data)
-                return observer.active
+                    watching = observer.active
+                if recorder is not None and recorder.server_data(data):
+                    watching = True
+                return watching
 
         result = RelayResult()
         self.result = result
@@ -133,6 +148,10 @@ class Session:
             detail = getattr(client, "error", "") or (result.reason if result.error else "")
             if detail and self.cut_reason is None:
                 fields["close_detail"] = detail
+            if recorder is not None:
+                recorder.close({k: fields[k] for k in ("close_reason", "bytes_up",
+                                                       "bytes_down", "duration_s")})
+                fields["recording"] = recorder.path
             if observer is not None:
                 info = observer.info()
                 fields.update(rfb_version=info["rfb_version"],
@@ -207,6 +226,7 @@ class SessionRegistry:
     def __init__(self, metrics: ProxyMetrics | None = None) -> None:
         self._sessions: dict[str, Session] = {}
         self.metrics = metrics
+        self.recording: RecordingPolicy | None = None  # record_dir set: one file a session
         # hooks of live control (sessions.control): run as a session joins or leaves
         self.on_add: list[Callable[[Session], None]] = []
         self.on_remove: list[Callable[[Session], None]] = []
@@ -215,11 +235,15 @@ class SessionRegistry:
         """Relay until either side ends or the session is cut (``session.on_cut`` set by
         the proxy: how it closes its client side). Counted once, at the end."""
         self.add(session)
+        if self.recording is not None and session.recorder is None:
+            session.recorder = self.recording.open(session)
         if self.metrics is not None:
             self.metrics.relaying()
         try:
             session.run(client, target, **run)
         finally:
+            if session.recorder is not None:  # whatever way run() ended (no-op if it closed)
+                session.recorder.close({"close_reason": session.close_reason})
             self.remove(session)
             if self.metrics is not None:
                 self.metrics.ended(session, relayed=True)

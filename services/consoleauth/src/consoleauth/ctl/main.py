@@ -27,11 +27,11 @@ from console_common.runtime.logging import configure
 from console_common.runtime.service import EXIT_USAGE
 
 from consoleauth.ctl import (authorize, check, disconnect, get_vnc_console, keys, logs,
-                             revoke, sessions, status)
+                             recordings, revoke, sessions, status)
 from consoleauth.ctl.common import OPTIONS, PROG, CtlError, use_curve
 
 COMMANDS: tuple[ModuleType, ...] = (get_vnc_console, authorize, check, revoke, sessions,
-                                    disconnect, status, keys, logs)
+                                    disconnect, status, keys, logs, recordings)
 BRIDGE = "vnc-bridge"
 BRIDGE_MODULE = "consoleauth.ctl.vnc_bridge"
 DESCRIPTION = "Console proxy suite CLI: console URLs, tokens and service status."
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = subs.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
-        _add_common(sub, OPTIONS)
+        _add_common(sub, _names(module))
     # vnc-bridge's own arguments are known only once its module is imported (lazily):
     # here it takes the common options and leaves the rest for its own parser.
     bridge = subs.add_parser(BRIDGE, help="Bridge a local VNC port to a console URL.",
@@ -95,7 +95,13 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, ModuleType, Sequence
         return args, module, names
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return args, next(m for m in COMMANDS if m.NAME == args.command), OPTIONS
+    module = next(m for m in COMMANDS if m.NAME == args.command)
+    return args, module, _names(module)
+
+
+def _names(module: ModuleType) -> list[str]:
+    """The common options, and those a subcommand adds (``OPTIONS`` in its module)."""
+    return list(dict.fromkeys([*OPTIONS, *getattr(module, "OPTIONS", ())]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,8 @@
 
 from console_common.runtime.config.loader import (Config, ConfigError, add_option_arguments,
                                           flags_from_namespace, load, make_parser, parse)
-from console_common.runtime.config.options import BUS_CLIENT, COMMON, OPTIONS, Option, select
+from console_common.runtime.config.options import (BUS_CLIENT, COMMON, OPTIONS, RECORDING,
+                                                   Option, select)
 
-__all__ = ["BUS_CLIENT", "COMMON", "OPTIONS", "Config", "ConfigError", "Option",
+__all__ = ["BUS_CLIENT", "COMMON", "OPTIONS", "RECORDING", "Config", "ConfigError", "Option",
            "add_option_arguments", "flags_from_namespace", "load", "make_parser", "parse", "select"]

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from marshmallow import Schema, ValidationError
 
 from console_common import __version__
-from console_common.runtime.config.options import OPTIONS, Option, default_state_dir
+from console_common.runtime.config.options import ALIASES, OPTIONS, Option, default_state_dir
 from console_common.runtime.config.sources import RawValue, SourceError, from_env, read_file
 
 
@@ -141,6 +141,8 @@ def add_option_arguments(parser: argparse.ArgumentParser, options: Sequence[Opti
                        help="Config file (INI or flag-file form); repeatable, later wins.")
     for o in options:
         spellings = [o.flag] if o.flag == "--" + o.name else [o.flag, "--" + o.name]
+        spellings += [f"--{old}" for (section, old), new in ALIASES.items()
+                      if section == "default" and new == o.name]  # Nova's old `--record`
         default = o.default if o.name != "state_dir" else default_state_dir()
         shown = ",".join(default) if isinstance(default, tuple) else default
         help_text = f"{o.help} [default: {shown!s}]" if shown not in ("", None) else o.help

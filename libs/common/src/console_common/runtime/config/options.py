@@ -267,6 +267,15 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     _opt("graceful_timeout", _positive_float, 10.0,
          "On SIGTERM, how long open sessions may drain before they are cut, in seconds.",
          metavar="SECONDS"),
+    # --- session recording (Nova's `record` is record_dir's old name; see ALIASES) -------
+    _opt("record_dir", _STR, "", "Record every console session to a file in this folder "
+         "(mode 0600; `consolectl recordings` lists and plays them); empty: no recording.",
+         metavar="DIR"),
+    _opt("record_input", _BOOL, False, "Also record what clients send (keys, pointer): it "
+         "may hold typed passwords."),
+    _opt("record_max_bytes", lambda: _positive_int("expected a size in bytes >= 1"),
+         512 * 1024 * 1024, "Most bytes of frames one session's recording holds; beyond, "
+         "recording stops and the session goes on.", metavar="BYTES"),
     _opt("xvpvncproxy_metrics_port", lambda: fields.Integer(validate=validate.Range(
         0, 65535, error="expected a port number 1-65535, or 0 for none")), 6082,
          "HTTP port for xvpvncproxy's /metrics and /healthz (0: none).", metavar="PORT"),
@@ -290,6 +299,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
 ]}
 
 COMMON = ("log_format", "log_level")
+RECORDING = ("record_dir", "record_input", "record_max_bytes")
 BUS_CLIENT = ("consoleauth_url", "consoleauth_timeout")
 
 
@@ -303,4 +313,5 @@ ALIASES = {
     ("vnc", "server_proxyclient_address"): "vncserver_proxyclient_address",
     ("console", "allowed_origins"): "console_allowed_origins",
     ("consoleauth", "token_ttl"): "console_token_ttl",
+    ("default", "record"): "record_dir",  # Nova's [DEFAULT] record (its proxies' --record)
 }

@@ -102,6 +102,7 @@ def _read_flagfile(path: str, lines: list[str], depth: int) -> tuple[list[RawVal
         if "=" in body:
             raw_name, value = body.split("=", 1)
             name, value = normalise(raw_name), _unquote(value.strip())
+            name = ALIASES.get(("default", name), name)  # old flag names (`record`)
         else:  # `--ssl_only` / `--nossl_only` booleans, as gflags wrote them
             name, value = normalise(body), "true"
             if name not in OPTIONS and name.startswith("no") and name[2:] in OPTIONS:
