@@ -21,7 +21,7 @@ from console_common.runtime.service import Shutdown, boot
 from console_common.runtime.keys import curve_client, curve_server
 from consoleauth.control import open_control
 from consoleauth.control.publisher import Publisher
-from consoleauth.methods import handlers
+from consoleauth.methods import ROLE_AWARE, handlers
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable, open_store
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _warn_if_open(log, config.consoleauth_listen, config.consoleauth_events_listen)
     server = BusServer(config.consoleauth_listen, handlers(state), inline=inline,
-                       context=context, curve=curve, roles=ROLES)
+                       context=context, curve=curve, roles=ROLES, role_aware=ROLE_AWARE)
     try:
         bound = server.start()
     except zmq.ZMQError as exc:
