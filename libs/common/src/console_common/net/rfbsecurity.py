@@ -64,6 +64,7 @@ class SecurityPolicy:
     schemes: tuple[str, ...]
     tls: ssl.SSLContext | None = None
     timeout: float = 10.0
+    client_cert: bool = False  # the TLS context shows VNC servers a client certificate
 
     @property
     def active(self) -> bool:
@@ -83,7 +84,8 @@ class SecurityPolicy:
         elif bool(client_cert) != bool(client_key):
             raise ValueError("vencrypt_client_cert and vencrypt_client_key go together",
                              "vencrypt_client_key" if client_cert else "vencrypt_client_cert")
-        return cls(tuple(dict.fromkeys(schemes)), tls, timeout)
+        return cls(tuple(dict.fromkeys(schemes)), tls, timeout,
+                   client_cert=tls is not None and bool(client_cert))
 
 
 def tls_context(ca_certs: str, client_cert: str = "", client_key: str = "") -> ssl.SSLContext:
@@ -197,6 +199,7 @@ def _meet_server(policy: SecurityPolicy, target: TcpStream, password: str | None
     secret = password.encode("utf-8") if password is not None else None
     conn = RFBClientConnection(password=secret, schemes=policy.schemes, client_init=False)
     stream: Stream = target
+    phase = conn.state.value
     while True:
         try:
             event = conn.next_event()
@@ -205,11 +208,14 @@ def _meet_server(policy: SecurityPolicy, target: TcpStream, password: str | None
         if event is NEED_DATA:
             if out := conn.data_to_send():
                 _send(stream, out)
+            phase = conn.state.value
             conn.receive_data(_recv(stream))
             continue
         if isinstance(event, ConnectionClosed):
-            raise SecurityFailed(f"the VNC server closed the connection during the "
-                                 f"{_phase(conn)}")
+            hint = " (does it want a client certificate? vencrypt_client_cert)" \
+                if isinstance(stream, TlsStream) and not policy.client_cert else ""
+            raise SecurityFailed(f"the VNC server closed the connection in the {phase} "
+                                 f"phase{hint}")
         if isinstance(event, StartTLS):
             _send(stream, conn.data_to_send())
             stream = _start_tls(policy, target)
@@ -221,9 +227,6 @@ def _meet_server(policy: SecurityPolicy, target: TcpStream, password: str | None
             left, _eof = conn.trailing_data
             return stream, _scheme_name(conn), left
 
-
-def _phase(conn: RFBClientConnection) -> str:
-    return f"{conn.state.value} phase"
 
 
 def _scheme_name(conn: RFBClientConnection) -> str:
