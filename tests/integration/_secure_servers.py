@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,50 +104,41 @@ def _free_vnc_port() -> int:
     raise RuntimeError("no free port above 5900")
 
 
+ALL = ("x509none", "x509vnc", "vnc", "xvnc")
+
+
 @contextmanager
-def start_servers(root: Path, pki: Pki) -> Iterator[Servers]:
+def start_servers(root: Path, pki: Pki, kinds: tuple[str, ...] = ALL) -> Iterator[Servers]:
     for tool in ("qemu-system-x86_64", "Xvnc", "vncpasswd", "xterm", "openssl"):
         require(shutil.which(tool) is not None, f"{tool} is missing: run scripts/install-system.sh")
     s = Servers()
     try:
-        tls = ["-object", f"tls-creds-x509,id=tls0,dir={pki.qemu_dir},endpoint=server,"
-               "verify-peer=no"]
-        s.qemu_x509none = _free_vnc_port()
-        s.procs.append(_qemu(s.qemu_x509none, ",tls-creds=tls0", *tls))
-        # X509Vnc: a one-time password, and the proxy must show a client certificate
-        s.qemu_x509vnc = _free_vnc_port()
-        s.qemu_x509vnc_qmp = str(root / "x509vnc.qmp")
-        s.procs.append(_qemu(s.qemu_x509vnc, ",tls-creds=tls1,password=on",
-                             "-object", f"tls-creds-x509,id=tls1,dir={pki.qemu_dir},"
-                             "endpoint=server,verify-peer=yes",
-                             "-qmp", f"unix:{s.qemu_x509vnc_qmp},server=on,wait=off"))
-        s.qemu_vnc = _free_vnc_port()
-        s.qemu_vnc_qmp = str(root / "vnc.qmp")
-        s.procs.append(_qemu(s.qemu_vnc, ",password=on",
-                             "-qmp", f"unix:{s.qemu_vnc_qmp},server=on,wait=off"))
-        password_file = root / "xvnc.passwd"
-        password_file.write_bytes(subprocess.run(
-            ["vncpasswd", "-f"], input=XVNC_PASSWORD.encode(), capture_output=True,
-            check=True, timeout=10).stdout)
-        os.chmod(password_file, 0o600)
-        display = _free_display()
-        s.xvnc = free_port()
-        s.procs.append(subprocess.Popen(
-            ["Xvnc", f":{display}", "-geometry", f"{XVNC_SIZE[0]}x{XVNC_SIZE[1]}", "-depth",
-             "24", "-rfbport", str(s.xvnc), "-localhost", "-AlwaysShared",
-             "-desktop", XVNC_NAME, "-SecurityTypes", "X509Vnc,VncAuth",
-             "-PasswordFile", str(password_file), "-X509Cert", str(pki.server_cert),
-             "-X509Key", str(pki.server_key)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        if "x509none" in kinds:
+            s.qemu_x509none = _free_vnc_port()
+            s.procs.append(_qemu(s.qemu_x509none, ",tls-creds=tls0", "-object",
+                                 f"tls-creds-x509,id=tls0,dir={pki.qemu_dir},endpoint=server,"
+                                 "verify-peer=no"))
+        if "x509vnc" in kinds:
+            # X509Vnc: a one-time password, and the proxy must show a client certificate
+            s.qemu_x509vnc = _free_vnc_port()
+            s.qemu_x509vnc_qmp = str(root / "x509vnc.qmp")
+            s.procs.append(_qemu(s.qemu_x509vnc, ",tls-creds=tls1,password=on",
+                                 "-object", f"tls-creds-x509,id=tls1,dir={pki.qemu_dir},"
+                                 "endpoint=server,verify-peer=yes",
+                                 "-qmp", f"unix:{s.qemu_x509vnc_qmp},server=on,wait=off"))
+        if "vnc" in kinds:
+            s.qemu_vnc = _free_vnc_port()
+            s.qemu_vnc_qmp = str(root / "vnc.qmp")
+            s.procs.append(_qemu(s.qemu_vnc, ",password=on",
+                                 "-qmp", f"unix:{s.qemu_vnc_qmp},server=on,wait=off"))
+        if "xvnc" in kinds:
+            _start_xvnc(root, pki, s)
         for port in (s.qemu_x509none, s.qemu_x509vnc, s.qemu_vnc, s.xvnc):
-            wait_tcp("127.0.0.1", port)
-        # a white xterm filling the screen: pixels the tests can tell from Xvnc's black root
-        s.procs.append(subprocess.Popen(
-            ["xterm", "-geometry", "200x100+0+0", "-bg", "white", "-fg", "white"],
-            env={**os.environ, "DISPLAY": f":{display}"}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True))
+            if port:
+                wait_tcp("127.0.0.1", port)
         for path in (s.qemu_x509vnc_qmp, s.qemu_vnc_qmp):
-            _wait_path(path)
+            if path:
+                _wait_path(path)
         yield s
     finally:
         for proc in s.procs:
@@ -155,9 +147,30 @@ def start_servers(root: Path, pki: Pki) -> Iterator[Servers]:
             proc.wait(10)
 
 
-def _wait_path(path: str, timeout: float = 15.0) -> None:
-    import time
+def _start_xvnc(root: Path, pki: Pki, s: Servers) -> None:
+    password_file = root / "xvnc.passwd"
+    password_file.write_bytes(subprocess.run(
+        ["vncpasswd", "-f"], input=XVNC_PASSWORD.encode(), capture_output=True,
+        check=True, timeout=10).stdout)
+    os.chmod(password_file, 0o600)
+    display = _free_display()
+    s.xvnc = free_port()
+    s.procs.append(subprocess.Popen(
+        ["Xvnc", f":{display}", "-geometry", f"{XVNC_SIZE[0]}x{XVNC_SIZE[1]}", "-depth",
+         "24", "-rfbport", str(s.xvnc), "-localhost", "-AlwaysShared",
+         "-desktop", XVNC_NAME, "-SecurityTypes", "X509Vnc,VncAuth",
+         "-PasswordFile", str(password_file), "-X509Cert", str(pki.server_cert),
+         "-X509Key", str(pki.server_key)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_tcp("127.0.0.1", s.xvnc)
+    # a white xterm filling the screen: pixels the tests can tell from Xvnc's black root
+    s.procs.append(subprocess.Popen(
+        ["xterm", "-geometry", "200x100+0+0", "-bg", "white", "-fg", "white"],
+        env={**os.environ, "DISPLAY": f":{display}"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True))
 
+
+def _wait_path(path: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:

@@ -166,8 +166,9 @@ class Session:
         self.close_reason = self.cut_reason or exc.close_reason
         client.close()
         target.close()
-        log.warning("session.end", close_reason=self.close_reason, close_detail=exc.cause,
-                    bytes_up=0, bytes_down=0, duration_s=self._duration(), kind=self.kind)
+        level = log.warning if exc.close_reason == "security_failed" else log.info
+        level("session.end", close_reason=self.close_reason, close_detail=exc.cause,
+              bytes_up=0, bytes_down=0, duration_s=self._duration(), kind=self.kind)
         return result
 
     def age(self) -> float:
