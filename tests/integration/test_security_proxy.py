@@ -13,6 +13,7 @@ documented close and log line, never the password.
 from __future__ import annotations
 
 import socket
+import subprocess
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from tests.integration._secure_servers import (XVNC_NAME, XVNC_PASSWORD, XVNC_SI
                                                Servers, make_pki, start_servers)
 from tests.integration.test_novnc_protocol import WsClient
 from tests.integration.test_vnc_bridge import Bridge, vncdo_capture
-from tests.support import ServiceProcess, free_port, remember_secret, wait_tcp
+from tests.support import VENV_BIN, ServiceProcess, free_port, remember_secret, wait_tcp
 
 FAILED = "console security negotiation failed"
 
@@ -220,3 +221,27 @@ def test_the_password_never_reaches_a_log(stack: Stack) -> None:
                    for p in (stack.novnc, stack.xvp, stack.wrong_ca))
     assert XVNC_PASSWORD not in text
     assert "security_failed" in text or "security_scheme" in text  # the logs were read
+
+
+# --- bad settings: one line naming the option ------------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "args", "line"), [
+    ("novncproxy", ["--auth-schemes", "vencrypt,tls"],
+     "novncproxy: error: option auth_schemes: bad value 'vencrypt,tls' from flag "
+     "--auth-schemes: expected vencrypt, vnc or none"),
+    ("xvpvncproxy", ["--auth-schemes", "vencrypt"],
+     "xvpvncproxy: error: option vencrypt_ca_certs: needed when auth_schemes has vencrypt"),
+    ("novncproxy", ["--auth-schemes", "vencrypt", "--vencrypt-ca-certs", "/nonexistent.pem"],
+     "novncproxy: error: option vencrypt_ca_certs: cannot load /nonexistent.pem"),
+    ("xvpvncproxy", ["--auth-schemes", "vnc", "--vencrypt-client-cert", "/c.pem"],
+     "xvpvncproxy: error: option vencrypt_client_key: vencrypt_client_cert and "
+     "vencrypt_client_key go together (from default)"),
+])
+def test_bad_settings_stop_the_proxy_with_one_line(command: str, args: list[str],
+                                                   line: str) -> None:
+    done = subprocess.run([str(VENV_BIN / command), *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(line), done.stderr
