@@ -22,7 +22,8 @@ def run(config: Config, args: argparse.Namespace) -> int:
     info = call("consoleauth", config.consoleauth_url, config.consoleauth_timeout,
                 "check_token", token=read_token(args.token))
     data = dataclasses.asdict(info)
-    if info.password is not None:  # consolectl shows that there is one, never what it is
+    # consolectl shows that the console has a password, never what it is
+    if data.pop("password", None) is not None:
         data["password"] = "***"
     shown = {"console_type": info.console_type, "host": info.host, "port": info.port,
              "internal_access_path": info.internal_access_path,
