@@ -4,7 +4,8 @@ Real processes: consoleauth, a fake compute host whose instances are QEMU with V
 X509None, QEMU with VeNCrypt X509Vnc (client certificate required, one-time password set
 over QMP per get_vnc_console), QEMU with VNC authentication (one-time password over QMP)
 and TigerVNC Xvnc (X509Vnc and VncAuth with a password file); novncproxy and xvpvncproxy
-with ``auth_schemes=vencrypt,vnc`` and the test CA. vncdotool (a third-party client that
+with ``auth_schemes=vencrypt,vnc`` and the test CA (and a second novncproxy preferring
+``vnc`` and trusting another CA). vncdotool (a third-party client that
 is given no password) reaches each one through ``consolectl vnc-bridge`` and the right
 pixels come back; the failures (no common scheme, wrong password, wrong CA) give the
 documented close and log line, never the password.
@@ -53,8 +54,8 @@ class Stack:
         return got
 
 
-def _proxy_args(pki: Pki, ca: Path) -> list[str]:
-    return ["--auth-schemes", "vencrypt,vnc", "--vencrypt-ca-certs", str(ca),
+def _proxy_args(pki: Pki, ca: Path, schemes: str = "vencrypt,vnc") -> list[str]:
+    return ["--auth-schemes", schemes, "--vencrypt-ca-certs", str(ca),
             "--vencrypt-client-cert", str(pki.client_cert),
             "--vencrypt-client-key", str(pki.client_key)]
 
@@ -92,10 +93,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "--xvpvncproxy-metrics-port", "0", "--consoleauth-url", bus,
                 *_proxy_args(pki, pki.ca)], root)
             services.append(xvp)
+            # VNC authentication first (Xvnc offers both), and a CA that signs nothing here
             wrong = ServiceProcess.start("novncproxy", [
                 "--novncproxy-host", "127.0.0.1", "--novncproxy-port", str(wrong_port),
-                "--consoleauth-url", bus, *_proxy_args(pki, pki.wrong_ca)], root,
-                name="novncproxy-wrong-ca")
+                "--consoleauth-url", bus, *_proxy_args(pki, pki.wrong_ca, "vnc,vencrypt")],
+                root, name="novncproxy-wrong-ca")
             services.append(wrong)
             for port in (novnc_port, xvp_port, wrong_port):
                 wait_tcp("127.0.0.1", port)
@@ -127,24 +129,29 @@ def assert_xvnc_screen(image: Image.Image) -> None:
     assert white > len(data) // (3 * 7) * 0.9, white
 
 
-SCREENS = {"q-x509none": ("VeNCrypt/X509None", assert_qemu_screen),
-           "q-x509vnc": ("VeNCrypt/X509Vnc", assert_qemu_screen),
-           "q-vnc": ("VncAuth", assert_qemu_screen),
-           "xv": ("VeNCrypt/X509Vnc", assert_xvnc_screen)}
+SCREENS = {"q-x509none": assert_qemu_screen, "q-x509vnc": assert_qemu_screen,
+           "q-vnc": assert_qemu_screen, "xv": assert_xvnc_screen}
 
 
-@pytest.mark.parametrize(("instance", "kind"), [
-    ("q-x509none", "xvpvnc"), ("q-x509vnc", "xvpvnc"), ("q-vnc", "xvpvnc"), ("xv", "xvpvnc"),
-    ("xv", "novnc"),  # Chromium covers novncproxy with QEMU (tests/e2e)
+@pytest.mark.parametrize(("instance", "kind", "scheme"), [
+    ("q-x509none", "xvpvnc", "VeNCrypt/X509None"),
+    ("q-x509vnc", "xvpvnc", "VeNCrypt/X509Vnc"),
+    ("q-vnc", "xvpvnc", "VncAuth"),
+    ("xv", "xvpvnc", "VeNCrypt/X509Vnc"),
+    # novncproxy preferring vnc: Xvnc's VncAuth (Chromium covers QEMU X509Vnc, tests/e2e)
+    ("xv", "novnc", "VncAuth"),
 ])
 def test_vncdotool_through_the_bridge_sees_the_console(stack: Stack, tmp_path: Path,
-                                                       instance: str, kind: str) -> None:
-    scheme, check = SCREENS[instance]
+                                                       instance: str, kind: str,
+                                                       scheme: str) -> None:
     console = stack.console(instance, kind)
-    with Bridge(console["access_url"], stack.log_dir) as bridge:
+    url = console["access_url"]
+    if kind == "novnc":
+        url = url.replace(f":{stack.novnc_port}/", f":{stack.wrong_ca_port}/")
+    with Bridge(url, stack.log_dir) as bridge:
         image = vncdo_capture(bridge.port, tmp_path / f"{instance}.png")
-    check(image)
-    proxy = stack.xvp if kind == "xvpvnc" else stack.novnc
+    SCREENS[instance](image)
+    proxy = stack.xvp if kind == "xvpvnc" else stack.wrong_ca
     end = proxy.wait_for_log("session.end", instance_uuid=console["instance_uuid"],
                              security_scheme=scheme)
     assert end["security_type"] == "None"  # what the client was offered
