@@ -48,6 +48,10 @@ READ = 4096
 FAILED_REASON = "console security negotiation failed"  # what a client is told
 
 
+class _Expired(Exception):
+    """The handshake's deadline passed (not an OSError: socket errors are wrapped apart)."""
+
+
 class SecurityFailed(Exception):
     """The security proxy could not complete; ``cause`` is short and safe to log.
     ``close_reason``: ``security_failed``, or ``client_closed`` when the client left."""
@@ -161,10 +165,10 @@ def negotiate(policy: SecurityPolicy, client: Stream, target: TcpStream,
     ``policy.timeout``. On failure raise SecurityFailed (the target is closed; with
     ``refuse_client`` the client was sent an RFB failure reason first)."""
     try:
-        with gevent.Timeout(policy.timeout, TimeoutError):
+        with gevent.Timeout(policy.timeout, _Expired):
             try:
                 stream, scheme, early = _meet_server(policy, target, password)
-            except TimeoutError:
+            except _Expired:
                 raise SecurityFailed(f"the VNC server did not complete its handshake in "
                                      f"{policy.timeout:g}s") from None
     except SecurityFailed as exc:
@@ -173,13 +177,13 @@ def negotiate(policy: SecurityPolicy, client: Stream, target: TcpStream,
             _refuse(client, policy.timeout)
         raise
     try:
-        with gevent.Timeout(policy.timeout, TimeoutError):
+        with gevent.Timeout(policy.timeout, _Expired):
             to_client, from_client, client_early = _greet_client(client)
             if client_early:
                 stream.sendall(client_early)  # ClientInit, maybe more: the server's now
             if early:
                 client.sendall(early)
-    except TimeoutError:
+    except _Expired:
         stream.close()
         raise SecurityFailed(f"the client did not complete its RFB handshake in "
                              f"{policy.timeout:g}s") from None
@@ -305,7 +309,7 @@ def _refuse(client: Stream, timeout: float) -> None:
     """Best effort: an RFB failure reason the viewer can show, then the caller closes."""
     conn = RFBServerConnection("", 0, 0, refuse=FAILED_REASON)
     try:
-        with gevent.Timeout(min(timeout, 5.0), TimeoutError):
+        with gevent.Timeout(min(timeout, 5.0), _Expired):
             client.sendall(conn.data_to_send())
             while True:
                 data = client.recv(READ)
@@ -315,5 +319,5 @@ def _refuse(client: Stream, timeout: float) -> None:
                 if conn.next_event() is not NEED_DATA:
                     client.sendall(conn.data_to_send())
                     return
-    except (OSError, TimeoutError, RFBProtocolError):
+    except (OSError, _Expired, RFBProtocolError):
         return  # the viewer left or spoke garbage: it is being closed anyway

@@ -38,5 +38,5 @@ def handle(state: State, args: Any) -> dict[str, Any]:
     state.counters["authorized"] += 1
     log.info("token.authorized", token_id=token_id(token), instance_uuid=args.instance_uuid,
              console_type=args.console_type, target=f"{args.host}:{args.port}", ttl_s=state.ttl,
-             password=args.password is not None)
+             with_password=args.password is not None)
     return {"token": token, "expires_at": expires_at}
