@@ -275,7 +275,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
          "host (default: compute_listen, with 0.0.0.0 replaced by vncserver_proxyclient_address).",
          metavar="URL"),
     _opt("instances", _STR, "vm-1,vm-2,vm-3",
-         "Fake instances: comma list of NAME[=builtin|=vnc://HOST:PORT][;password=PW][;uuid=UUID].",
+         "Fake instances: comma list of "
+         "NAME[=builtin|=vnc://HOST:PORT][;password=PW][;qmp=PATH][;uuid=UUID] "
+         "(qmp: QEMU's QMP socket, for a one-time VNC password per console).",
          metavar="SPECS"),
     _opt("vnc_port_base", _port, 5900, "First port of the fake host's built-in VNC servers.",
          metavar="PORT"),
