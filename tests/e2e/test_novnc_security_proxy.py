@@ -61,3 +61,22 @@ def test_chromium_reaches_qemu_vencrypt_without_a_password_prompt(browser: Brows
     assert browser.evaluate("document.getElementById('credentials').hidden") is True
     assert browser.evaluate("document.getElementById('status').textContent") == \
         "Connected to QEMU"
+
+
+def test_a_replaced_one_time_password_is_explained(browser: Browser, stack: dict) -> None:
+    def link() -> dict:
+        got = ctl_json("get-vnc-console", "qemu-tls", "novnc", "--compute-url",
+                       stack["compute"], "--consoleauth-url", stack["bus"])
+        remember_secret(got["token"])
+        return got
+
+    stale = link()
+    link()  # QEMU now has a newer one-time password
+    browser.navigate(stale["access_url"])
+    browser.wait_for("document.body.dataset.reason === 'security_failed'", timeout=30)
+    assert "could not authenticate" in browser.evaluate(
+        "document.getElementById('status').textContent")
+    end = stack["proxy"].wait_for_log("session.end", instance_uuid=stale["instance_uuid"],
+                                      close_reason="security_failed")
+    assert end["close_detail"].startswith("the VNC server refused authentication "
+                                          "(VeNCrypt/X509Vnc)")
