@@ -180,7 +180,7 @@ def negotiate(policy: SecurityPolicy, client: Stream, target: TcpStream,
         with gevent.Timeout(policy.timeout, _Expired):
             to_client, from_client, client_early = _greet_client(client)
             if client_early:
-                stream.sendall(client_early)  # ClientInit, maybe more: the server's now
+                _send(stream, client_early)  # ClientInit, maybe more: the server's now
             if early:
                 client.sendall(early)
     except _Expired:
