@@ -127,3 +127,21 @@ def test_bad_policies_name_their_option(args: tuple, option: str) -> None:
 def test_none_alone_is_no_security_proxy() -> None:
     assert not SecurityPolicy.build(("none",)).active
     assert SecurityPolicy.build(("vnc", "none", "vnc")).schemes == ("vnc", "none")
+
+
+def test_a_server_refusing_the_connection_is_named(wires) -> None:
+    proxy_t, server_end = wires()
+    proxy_c, _viewer = wires()
+
+    def refusing() -> None:
+        conn = RFBServerConnection("", 0, 0, refuse="too many clients")
+        server_end.sendall(conn.data_to_send())
+        conn.receive_data(server_end.recv(100))
+        conn.next_event()
+        server_end.sendall(conn.data_to_send())
+
+    gevent.spawn(refusing)
+    with pytest.raises(SecurityFailed) as info:
+        negotiate(SecurityPolicy(("vnc",), timeout=5), TcpStream(proxy_c), TcpStream(proxy_t),
+                  PASSWORD)
+    assert info.value.cause == "the VNC server refused the connection: too many clients"

@@ -202,6 +202,17 @@ def _meet_server(policy: SecurityPolicy, target: TcpStream, password: str | None
                  ) -> tuple[Stream, str, bytes]:
     secret = password.encode("utf-8") if password is not None else None
     conn = RFBClientConnection(password=secret, schemes=policy.schemes, client_init=False)
+    tls: list[TlsStream] = []
+    try:
+        return _authenticate(policy, conn, target, tls)
+    except BaseException:
+        for stream in tls:  # the TLS socket owns the descriptor now: close it
+            stream.close()
+        raise
+
+
+def _authenticate(policy: SecurityPolicy, conn: RFBClientConnection, target: TcpStream,
+                  tls: list[TlsStream]) -> tuple[Stream, str, bytes]:
     stream: Stream = target
     phase = conn.state.value
     while True:
@@ -223,14 +234,16 @@ def _meet_server(policy: SecurityPolicy, target: TcpStream, password: str | None
         if isinstance(event, StartTLS):
             _send(stream, conn.data_to_send())
             stream = _start_tls(policy, target)
+            tls.append(stream)
             conn.tls_started()
         elif isinstance(event, AuthResult):
-            if not event.ok:
-                raise SecurityFailed(f"the VNC server refused authentication "
-                                     f"({_scheme_name(conn)}): {event.reason}")
-            left, _eof = conn.trailing_data
-            return stream, _scheme_name(conn), left
-
+            if event.ok:
+                left, _eof = conn.trailing_data
+                return stream, _scheme_name(conn), left
+            if conn.security_type is None:  # refused before any security type
+                raise SecurityFailed(f"the VNC server refused the connection: {event.reason}")
+            raise SecurityFailed(f"the VNC server refused authentication "
+                                 f"({_scheme_name(conn)}): {event.reason}")
 
 
 def _scheme_name(conn: RFBClientConnection) -> str:
