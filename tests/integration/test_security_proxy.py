@@ -4,8 +4,8 @@ Real processes: consoleauth, a fake compute host whose instances are QEMU with V
 X509None, QEMU with VeNCrypt X509Vnc (client certificate required, one-time password set
 over QMP per get_vnc_console), QEMU with VNC authentication (one-time password over QMP)
 and TigerVNC Xvnc (X509Vnc and VncAuth with a password file); novncproxy and xvpvncproxy
-with ``auth_schemes=vencrypt,vnc`` and the test CA (and a second novncproxy preferring
-``vnc`` and trusting another CA). vncdotool (a third-party client that
+with the test CA (novncproxy ``auth_schemes=vencrypt,vnc``, xvpvncproxy ``vnc,vencrypt``,
+and a second novncproxy trusting another CA). vncdotool (a third-party client that
 is given no password) reaches each one through ``consolectl vnc-bridge`` and the right
 pixels come back; the failures (no common scheme, wrong password, wrong CA) give the
 documented close and log line, never the password.
@@ -88,15 +88,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "--novncproxy-host", "127.0.0.1", "--novncproxy-port", str(novnc_port),
                 "--consoleauth-url", bus, *_proxy_args(pki, pki.ca)], root)
             services.append(novnc)
+            # VNC authentication first: Xvnc offers both (VeNCrypt-only QEMUs still work)
             xvp = ServiceProcess.start("xvpvncproxy", [
                 "--xvpvncproxy-host", "127.0.0.1", "--xvpvncproxy-port", str(xvp_port),
                 "--xvpvncproxy-metrics-port", "0", "--consoleauth-url", bus,
-                *_proxy_args(pki, pki.ca)], root)
+                *_proxy_args(pki, pki.ca, "vnc,vencrypt")], root)
             services.append(xvp)
-            # VNC authentication first (Xvnc offers both), and a CA that signs nothing here
-            wrong = ServiceProcess.start("novncproxy", [
+            wrong = ServiceProcess.start("novncproxy", [  # a CA that signs nothing here
                 "--novncproxy-host", "127.0.0.1", "--novncproxy-port", str(wrong_port),
-                "--consoleauth-url", bus, *_proxy_args(pki, pki.wrong_ca, "vnc,vencrypt")],
+                "--consoleauth-url", bus, *_proxy_args(pki, pki.wrong_ca)],
                 root, name="novncproxy-wrong-ca")
             services.append(wrong)
             for port in (novnc_port, xvp_port, wrong_port):
@@ -137,21 +137,17 @@ SCREENS = {"q-x509none": assert_qemu_screen, "q-x509vnc": assert_qemu_screen,
     ("q-x509none", "xvpvnc", "VeNCrypt/X509None"),
     ("q-x509vnc", "xvpvnc", "VeNCrypt/X509Vnc"),
     ("q-vnc", "xvpvnc", "VncAuth"),
-    ("xv", "xvpvnc", "VeNCrypt/X509Vnc"),
-    # novncproxy preferring vnc: Xvnc's VncAuth (Chromium covers QEMU X509Vnc, tests/e2e)
-    ("xv", "novnc", "VncAuth"),
+    ("xv", "xvpvnc", "VncAuth"),  # xvpvncproxy prefers vnc
+    ("xv", "novnc", "VeNCrypt/X509Vnc"),  # Chromium covers novncproxy to QEMU (tests/e2e)
 ])
 def test_vncdotool_through_the_bridge_sees_the_console(stack: Stack, tmp_path: Path,
                                                        instance: str, kind: str,
                                                        scheme: str) -> None:
     console = stack.console(instance, kind)
-    url = console["access_url"]
-    if kind == "novnc":
-        url = url.replace(f":{stack.novnc_port}/", f":{stack.wrong_ca_port}/")
-    with Bridge(url, stack.log_dir) as bridge:
+    with Bridge(console["access_url"], stack.log_dir) as bridge:
         image = vncdo_capture(bridge.port, tmp_path / f"{instance}.png")
     SCREENS[instance](image)
-    proxy = stack.xvp if kind == "xvpvnc" else stack.wrong_ca
+    proxy = stack.xvp if kind == "xvpvnc" else stack.novnc
     end = proxy.wait_for_log("session.end", instance_uuid=console["instance_uuid"],
                              security_scheme=scheme)
     assert end["security_type"] == "None"  # what the client was offered
