@@ -84,3 +84,15 @@ def test_sqlite_file_of_an_older_version_gains_the_column(tmp_path: Path) -> Non
         assert store.get("new", 0) == record("v1.sealed")
     finally:
         store.close()
+
+
+def test_replies_carry_the_password_only_when_there_is_one() -> None:
+    from console_common.proto.bus.protocol import decode_reply, encode_result
+
+    plain = ConnectInfo("novnc", "h", 5901, "vm", 1.0, None)
+    wire = json.loads(encode_result("check_token", plain))
+    assert "password" not in wire["result"]  # as before passwords: older proxies read it
+    assert decode_reply(encode_result("check_token", plain), "check_token") == plain
+    secret = ConnectInfo("novnc", "h", 5901, "vm", 1.0, None, PASSWORD)
+    assert json.loads(encode_result("check_token", secret))["result"]["password"] == PASSWORD
+    assert decode_reply(encode_result("check_token", secret), "check_token") == secret
