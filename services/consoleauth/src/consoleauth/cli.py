@@ -121,13 +121,15 @@ def _purge_loop(state: State, log: structlog.BoundLogger) -> None:
 
 
 def _warn_if_open(log: Any, *endpoints: str) -> None:
-    """Plain ZeroMQ on an address others can reach: anyone there can mint tokens."""
+    """Plain ZeroMQ on an address others can reach: anyone there can mint tokens, and
+    read the console passwords check_token answers (no role tells a proxy apart)."""
     for endpoint in endpoints:
         host = urlsplit(endpoint).hostname or ""
         if host not in ("127.0.0.1", "::1", "localhost") and not endpoint.startswith(
                 ("ipc://", "inproc://")):
             log.warning("bus.insecure", endpoint=endpoint,
-                        hint="set bus_secret_key_file and bus_authorized_keys_dir (CURVE)")
+                        hint="set bus_secret_key_file and bus_authorized_keys_dir (CURVE): "
+                        "without it any caller can mint tokens and read console passwords")
 
 
 if __name__ == "__main__":
