@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from console_common.net.bus import BusClient
+from console_common.net.bus.curve import CurveClient
 
 from tests.integration.test_novnc_protocol import TcpServer, echo
 from tests.integration.test_xvp_protocol import OK, read_exactly
@@ -132,6 +134,27 @@ def test_roles_are_enforced(stack: Stack) -> None:
     forbidden = ctl("sessions", *stack.as_("compute"))
     assert forbidden.returncode == 1 and "Forbidden" not in forbidden.stdout
     assert token_count(stack) == before + 1
+
+
+def test_a_console_password_is_answered_to_the_proxy_role_only(stack: Stack,
+                                                               tmp_path: Path) -> None:
+    password = remember_secret("Otp-curv")
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(password + "\n")
+    out = ctl("authorize", "--host", "127.0.0.1", "--port", "5901", "--instance-uuid",
+              "vm-pw", "--password-file", str(secret_file), "--json", *stack.as_("compute"))
+    assert out.returncode == 0, out.stderr
+    token = remember_secret(json.loads(out.stdout)["token"])
+    with BusClient([stack.bus], timeout=2, curve=CurveClient.load(
+            stack.keys.secret("proxy"), stack.keys.public("consoleauth"))) as proxy:
+        assert proxy.check_token(token).password == password
+        (item,) = proxy.call("check_tokens", tokens=[token])
+        assert item["result"].password == password
+    with BusClient([stack.bus], timeout=2, curve=CurveClient.load(
+            stack.keys.secret("admin"), stack.keys.public("consoleauth"))) as admin:
+        assert admin.check_token(token).password is None  # admin may check, not read it
+        (item,) = admin.call("check_tokens", tokens=[token])
+        assert item["result"].password is None
 
 
 def test_an_unknown_key_gets_no_answer_and_changes_nothing(stack: Stack) -> None:

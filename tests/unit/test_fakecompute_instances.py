@@ -30,6 +30,11 @@ def test_every_form() -> None:
     assert (c.kind, c.host, c.port) == (EXTERNAL, "::1", 5902)
 
 
+def test_external_instances_take_a_password_and_a_qmp_socket() -> None:
+    (spec,) = parse_instances("q=vnc://127.0.0.1:5901;password=pw;qmp=/run/q.sock", HOST)
+    assert (spec.password, spec.qmp, spec.port) == ("pw", "/run/q.sock", 5901)
+
+
 @pytest.mark.parametrize(("text", "bad", "why"), [
     ("vm-1,bad name", "bad name", "instance name"),
     ("vm-1,-x", "-x", "instance name"),
@@ -40,7 +45,7 @@ def test_every_form() -> None:
     ("x;uuid=nope", "x;uuid=nope", "is not a UUID"),
     ("x;password=", "x;password=***", "password must be"),
     ("x;password=a;password=b", "x;password=***;password=***", "given twice"),
-    ("x=vnc://h:1;password=pw", "x=vnc://h:1;password=***", "built-in instances only"),
+    ("x;qmp=/run/q.sock", "x;qmp=/run/q.sock", "applies to vnc://HOST:PORT instances"),
     ("vm-1,vm-1", "vm-1", "used twice"),
     ("a;uuid=3f2504e0-4f89-41d3-9a0c-0305e82c3301,b;uuid=3f2504e0-4f89-41d3-9a0c-0305e82c3301",
      "b;uuid=3f2504e0-4f89-41d3-9a0c-0305e82c3301", "used twice"),

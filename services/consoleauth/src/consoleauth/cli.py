@@ -21,7 +21,7 @@ from console_common.runtime.service import Shutdown, boot
 from console_common.runtime.keys import curve_client, curve_server
 from consoleauth.control import open_control
 from consoleauth.control.publisher import Publisher
-from consoleauth.methods import handlers
+from consoleauth.methods import ROLE_AWARE, handlers
 from consoleauth.metrics import metrics_host, start_metrics
 from consoleauth.state import State
 from consoleauth.stores import StoreUnavailable, open_store
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _warn_if_open(log, config.consoleauth_listen, config.consoleauth_events_listen)
     server = BusServer(config.consoleauth_listen, handlers(state), inline=inline,
-                       context=context, curve=curve, roles=ROLES)
+                       context=context, curve=curve, roles=ROLES, role_aware=ROLE_AWARE)
     try:
         bound = server.start()
     except zmq.ZMQError as exc:
@@ -139,13 +139,15 @@ def _purge_loop(state: State, log: structlog.BoundLogger) -> None:
 
 
 def _warn_if_open(log: Any, *endpoints: str) -> None:
-    """Plain ZeroMQ on an address others can reach: anyone there can mint tokens."""
+    """Plain ZeroMQ on an address others can reach: anyone there can mint tokens, and
+    read the console passwords check_token answers (no role tells a proxy apart)."""
     for endpoint in endpoints:
         host = urlsplit(endpoint).hostname or ""
         if host not in ("127.0.0.1", "::1", "localhost") and not endpoint.startswith(
                 ("ipc://", "inproc://")):
             log.warning("bus.insecure", endpoint=endpoint,
-                        hint="set bus_secret_key_file and bus_authorized_keys_dir (CURVE)")
+                        hint="set bus_secret_key_file and bus_authorized_keys_dir (CURVE): "
+                        "without it any caller can mint tokens and read console passwords")
 
 
 if __name__ == "__main__":

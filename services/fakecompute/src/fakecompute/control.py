@@ -12,6 +12,7 @@ access URL; ``delete_instance`` stops an instance's console and revokes its toke
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +24,17 @@ from console_common.proto.bus import BusUnavailable, Unavailable, UnknownInstanc
 from console_common.proto.tokens import token_id
 
 from fakecompute.instances import InstanceSpec
+from fakecompute.qmp import QmpError, set_vnc_password
 from fakecompute.rfbserver import BuiltinConsole
 from console_common.proto.urls import access_url
 
 log = structlog.get_logger("fakecompute")
+OTP_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+OTP_LENGTH = 8  # VNC authentication keys DES with at most 8 characters
+
+
+def one_time_password() -> str:
+    return "".join(secrets.choice(OTP_ALPHABET) for _ in range(OTP_LENGTH))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +130,12 @@ class ComputeHost:
     def get_vnc_console(self, args: dict[str, Any]) -> dict[str, Any]:
         inst = self.find(args["instance_id"])
         console_type = args["console_type"]
+        secret = {} if (password := self._console_password(inst)) is None \
+            else {"password": password}
         try:
             auth = self.consoleauth.call(
                 "authorize_console", console_type=console_type, host=inst.host, port=inst.port,
-                instance_uuid=inst.spec.uuid, compute_url=self.settings.public_url)
+                instance_uuid=inst.spec.uuid, compute_url=self.settings.public_url, **secret)
         except BusUnavailable as exc:
             raise Unavailable(f"consoleauth unreachable: {exc}") from exc
         token = auth["token"]
@@ -137,6 +147,21 @@ class ComputeHost:
         return {"token": token, "access_url": url, "host": inst.host, "port": inst.port,
                 "internal_access_path": None, "instance_uuid": inst.spec.uuid,
                 "console_type": console_type, "expires_at": auth["expires_at"]}
+
+    def _console_password(self, inst: Instance) -> str | None:
+        """The password this console's VNC server wants: with a QMP socket a fresh
+        one-time password set on QEMU now (the one before stops working), else the
+        instance's fixed one, if any."""
+        if inst.spec.qmp is None:
+            return inst.spec.password
+        password = one_time_password()
+        try:
+            set_vnc_password(inst.spec.qmp, password)
+        except QmpError as exc:
+            log.warning("console.password_failed", instance=inst.spec.name, error=str(exc))
+            raise Unavailable(f"cannot set the console password of {inst.spec.name}: "
+                              f"{exc}") from exc
+        return password
 
     def list_instances(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"instances": [inst.describe() for inst in self.live()]}

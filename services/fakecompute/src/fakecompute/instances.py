@@ -2,9 +2,14 @@
 
     instances = parse_instances("vm-1,vm-2;password=pw,db=vnc://10.0.0.5:5901", host_id)
 
-Each comma-separated item is ``NAME[=builtin|=vnc://HOST:PORT][;password=PW][;uuid=UUID]``:
-a built-in instance gets its own RFB server (a moving test pattern); an external one
-points at a real VNC server (Xvnc, QEMU) whose host:port the compute host reports.
+Each comma-separated item is
+``NAME[=builtin|=vnc://HOST:PORT][;password=PW][;qmp=PATH][;uuid=UUID]``: a built-in
+instance gets its own RFB server (a moving test pattern); an external one points at a real
+VNC server (Xvnc, QEMU) whose host:port the compute host reports. ``password`` is the VNC
+password of the built-in server, or of the external one (e.g. Xvnc's ``-PasswordFile``);
+``qmp`` (external QEMU only) is its QMP unix socket: every ``get_vnc_console`` then sets a
+fresh one-time password there (``set_password``), as Proxmox does per console ticket. The
+password goes to consoleauth with the token, for the proxies' RFB security proxy.
 UUIDs default to a stable uuid5 of the compute host's identity and the name, so the same
 configuration gives the same UUIDs on every start.
 """
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 
 BUILTIN = "builtin"
 EXTERNAL = "vnc"
-SPEC_FORM = "NAME[=builtin|=vnc://HOST:PORT][;password=PW][;uuid=UUID]"
+SPEC_FORM = "NAME[=builtin|=vnc://HOST:PORT][;password=PW][;qmp=PATH][;uuid=UUID]"
 MAX_INSTANCES = 256
 MAX_PASSWORD = 64
 
@@ -41,7 +46,8 @@ class InstanceSpec:
     kind: str  # BUILTIN or EXTERNAL
     host: str | None = None  # EXTERNAL: where the real VNC server is
     port: int | None = None
-    password: str | None = None  # BUILTIN: VNC password of its RFB server
+    password: str | None = None  # VNC password of its RFB server (built-in or external)
+    qmp: str | None = None  # EXTERNAL QEMU: QMP socket for one-time passwords
 
     @property
     def builtin(self) -> bool:
@@ -74,29 +80,32 @@ def parse_item(item: str, host_id: str) -> InstanceSpec:
         kind, host, port = EXTERNAL, m.group(1).strip("[]"), int(m.group(2))
         if not 0 < port < 65536:
             raise InstanceSpecError(shown, f"port {port} is not 1-65535")
-    password, given_uuid = None, None
+    password, given_uuid, qmp = None, None, None
     seen: set[str] = set()
     for param in params:
         key, eq, value = (s.strip() for s in param.partition("="))
-        if not eq or key not in ("password", "uuid"):
-            raise InstanceSpecError(shown, f"unknown parameter {key!r} (password=, uuid=)")
+        if not eq or key not in ("password", "uuid", "qmp"):
+            raise InstanceSpecError(shown, f"unknown parameter {key!r} "
+                                    "(password=, qmp=, uuid=)")
         if key in seen:
             raise InstanceSpecError(shown, f"{key} given twice")
         seen.add(key)
         if key == "password":
             if not value or len(value) > MAX_PASSWORD:
                 raise InstanceSpecError(shown, f"password must be 1-{MAX_PASSWORD} characters")
-            if kind != BUILTIN:
-                raise InstanceSpecError(shown, "password= applies to built-in instances only "
-                                        "(an external VNC server has its own)")
             password = value
+        elif key == "qmp":
+            if kind != EXTERNAL or not value:
+                raise InstanceSpecError(shown, "qmp=PATH applies to vnc://HOST:PORT instances "
+                                        "(QEMU's QMP unix socket)")
+            qmp = value
         else:
             try:
                 given_uuid = str(uuid.UUID(value))
             except ValueError:
                 raise InstanceSpecError(shown, f"uuid {value!r} is not a UUID") from None
     return InstanceSpec(name=name, uuid=given_uuid or stable_uuid(host_id, name), kind=kind,
-                        host=host, port=port, password=password)
+                        host=host, port=port, password=password, qmp=qmp)
 
 
 def parse_instances(text: str, host_id: str) -> tuple[InstanceSpec, ...]:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from console_common.runtime.service import live_greenlets
 from console_common.sessions.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.net.relay import Stream, TcpStream
+from console_common.net.rfbsecurity import (FAILED_REASON, Negotiated, SecurityFailed,
+                                            SecurityPolicy, negotiate)
 from console_common.sessions.limits import ClientGate, Limited, LimitPolicy, concurrency
 from console_common.sessions.runner import (CLIENT_STALLED, DISCONNECTED, IDLE_TIMEOUT,
                                             MAX_AGE, PEER_DEAD, REVOKED, SHUTDOWN,
@@ -117,6 +119,7 @@ class Prepared:
     session: Session
     target: TcpStream | None
     error: str = ""
+    password: str | None = field(default=None, repr=False)  # for the security proxy
 
 
 class StaticFiles:
@@ -159,8 +162,11 @@ class ConsoleApp:
     def __init__(self, *, bus: BusClient, metrics: ProxyMetrics, policy: OriginPolicy,
                  novnc_dir: Path | None, static_dir: Path = STATIC_DIR,
                  max_message: int = 1 << 20, connect_timeout: float = 5.0,
-                 limits: LimitPolicy = LimitPolicy()) -> None:
+                 limits: LimitPolicy = LimitPolicy(),
+                 security: SecurityPolicy | None = None) -> None:
         self.bus = bus
+        # the RFB security proxy (auth_schemes other than none), else None: relay as is
+        self.security = security if security is not None and security.active else None
         self.limits = limits
         self.gate = ClientGate(limits)
         self.metrics = metrics
@@ -260,7 +266,7 @@ class ConsoleApp:
                 if control is not None:
                     control.release(session)
                 return Prepared(session, None, exc.reason)
-        return Prepared(session, target)
+        return Prepared(session, target, password=info.password)
 
     # --- after the 101 ---------------------------------------------------------------------
 
@@ -281,7 +287,27 @@ class ConsoleApp:
 
             session.on_cut = on_cut
             self.sessions.run(session, ws, _GuardedTarget(prepared.target, ws),
-                              drain=SESSION_DRAIN)
+                              drain=SESSION_DRAIN, security=self._security_step(ws, prepared))
+
+    def _security_step(self, ws: WsStream, prepared: Prepared
+                       ) -> Callable[[Stream, Stream], Negotiated] | None:
+        """The security proxy's handshake for this session (None: relay the server's own).
+        A failure closes the WebSocket 1011 with the documented reason."""
+        policy, target, password = self.security, prepared.target, prepared.password
+        if policy is None or target is None:
+            return None
+
+        def step(client: Stream, _guarded: Stream) -> Negotiated:
+            try:
+                done = negotiate(policy, client, target, password)
+            except SecurityFailed as exc:
+                if exc.close_reason == "security_failed":
+                    ws.close(1011, FAILED_REASON)
+                raise
+            done.target = _GuardedTarget(done.target, ws)
+            return done
+
+        return step
 
     # --- plain requests -------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from console_common import __version__
 from console_common.net.bus import BusClient
 from console_common.runtime.config import BUS_CLIENT, COMMON, RECORDING, parse
 from console_common.runtime.keys import curve_client
+from console_common.runtime.security import OPTIONS as SECURITY_OPTIONS
+from console_common.runtime.security import security_policy
 from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
@@ -36,7 +38,8 @@ OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING,
            "session_idle_timeout", "session_max_age", "max_sessions_per_token",
            "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
            "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
-           "client_send_timeout", "websocket_ping_interval", "websocket_ping_timeout")
+           "client_send_timeout", "websocket_ping_interval", "websocket_ping_timeout",
+           *SECURITY_OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("service.novnc_missing", web=config.web or None,
                     hint="run scripts/install-novnc.sh or pass --web DIR")
     curve = curve_client(config, "novncproxy")  # checked once, before any worker starts
+    security = security_policy(config, "novncproxy")
     address = (config.novncproxy_host, config.novncproxy_port)
     try:
         listeners = bind_listeners([address], config.workers)
@@ -80,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def serve(socks: list[Any]) -> int:
         return _serve(config, log, listen(socks, ProxyServer.backlog)[0], tls, novnc_dir,
-                      fd_limit, curve)
+                      fd_limit, curve, security)
 
     return run_workers(listeners, serve, "novncproxy", config.graceful_timeout)
 
 
 def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit: int,
-           curve: Any) -> int:
+           curve: Any, security: Any = None) -> int:
     """One process's service: its loop, bus connection, sessions and metrics."""
     metrics = ProxyMetrics(config.max_sessions)
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout, curve=curve)
@@ -95,7 +99,7 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
                                                      config.trusted_proxies),
                      novnc_dir=novnc_dir, max_message=config.websocket_max_message,
                      connect_timeout=config.target_connect_timeout,
-                     limits=LimitPolicy.from_config(config))
+                     limits=LimitPolicy.from_config(config), security=security)
     pool = gevent.pool.Pool(config.max_sessions)
     app.sessions.recording = RecordingPolicy.from_config(config)  # None: not recording
     server = ProxyServer(sock, app, pool=pool, head_max=config.request_head_max,
@@ -107,7 +111,8 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
     log.info("service.start", version=__version__, listen=f"{host}:{port}", scheme=scheme,
              ssl_only=config.ssl_only, novnc_dir=str(novnc_dir) if novnc_dir else None,
              consoleauth=list(config.consoleauth_url), max_sessions=config.max_sessions,
-             workers=config.workers, fd_limit=fd_limit)
+             workers=config.workers, fd_limit=fd_limit,
+             auth_schemes=list(security.schemes) if security is not None else ["none"])
     control = Control(app.sessions, bus, config.consoleauth_events_url, "novncproxy")
     control.start()
     SessionClock(app.limits, app.sessions).start()  # idle and age limits (if set)

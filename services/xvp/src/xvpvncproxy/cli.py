@@ -16,6 +16,8 @@ from console_common.net.bus import BusClient
 from console_common.runtime.config import BUS_CLIENT, COMMON, RECORDING, parse
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.runtime.keys import curve_client
+from console_common.runtime.security import OPTIONS as SECURITY_OPTIONS
+from console_common.runtime.security import security_policy
 from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
@@ -35,7 +37,7 @@ OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING,
            "session_idle_timeout", "session_max_age", "max_sessions_per_token",
            "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
            "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
-           "client_send_timeout")
+           "client_send_timeout", *SECURITY_OPTIONS)
 BACKLOG = 1024
 
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
     curve = curve_client(config, "xvpvncproxy")  # checked once, before any worker starts
+    security = security_policy(config, "xvpvncproxy")
     addresses = [(config.xvpvncproxy_host, config.xvpvncproxy_port)]
     if config.xvpvncproxy_metrics_port:
         addresses.append((config.xvpvncproxy_host, config.xvpvncproxy_metrics_port))
@@ -63,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xvpvncproxy: error: cannot listen: {exc}", file=sys.stderr)
         return 1
     return run_workers(listeners, lambda socks: _serve(config, log, listen(socks, BACKLOG),
-                                                       curve),
+                                                       curve, security),
                        "xvpvncproxy", config.graceful_timeout)
 
 
-def _serve(config: Any, log: Any, socks: list[Any], curve: Any) -> int:
+def _serve(config: Any, log: Any, socks: list[Any], curve: Any, security: Any = None) -> int:
     """One process's service: its loop, bus connection, sessions and metrics."""
     bus = BusClient(config.consoleauth_url, config.consoleauth_timeout, curve=curve)
     metrics = ProxyMetrics(config.max_sessions)
@@ -77,7 +80,7 @@ def _serve(config: Any, log: Any, socks: list[Any], curve: Any) -> int:
     proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,
                      head_timeout=config.request_head_timeout,
                      connect_timeout=config.target_connect_timeout,
-                     limits=LimitPolicy.from_config(config))
+                     limits=LimitPolicy.from_config(config), security=security)
     servers = [StreamServer(socks[0], proxy.handle, spawn=pool)]
     if len(socks) > 1:
         # /metrics and /healthz answer even when every session slot is taken.
@@ -90,7 +93,8 @@ def _serve(config: Any, log: Any, socks: list[Any], curve: Any) -> int:
              listen=f"{config.xvpvncproxy_host}:{servers[0].server_port}",
              metrics_port=servers[1].server_port if len(servers) > 1 else None,
              base_url=config.xvpvncproxy_base_url, max_sessions=config.max_sessions,
-             workers=config.workers)
+             workers=config.workers,
+             auth_schemes=list(security.schemes) if security is not None else ["none"])
     control = Control(sessions, bus, config.consoleauth_events_url, "xvpvncproxy")
     control.start()
     SessionClock(proxy.limits, sessions).start()  # idle and age limits (if set)

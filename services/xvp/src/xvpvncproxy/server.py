@@ -26,7 +26,8 @@ from console_common.sessions.limits import ClientGate, Limited, LimitPolicy, con
 from console_common.proto.bus.messages import ConnectInfo
 from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, query_param
 from console_common.sessions.metrics import CONTENT_TYPE, REASON_OF_STATUS, ProxyMetrics
-from console_common.net.relay import TcpStream
+from console_common.net.relay import Stream, TcpStream
+from console_common.net.rfbsecurity import Negotiated, SecurityPolicy, negotiate
 from console_common.runtime.service import live_greenlets
 from console_common.sessions.runner import Session, SessionRegistry
 from console_common.net.target import TargetUnreachable, connect_target
@@ -113,8 +114,11 @@ class XvpProxy:
 
     def __init__(self, bus: BusClient, metrics: ProxyMetrics, sessions: SessionRegistry, *,
                  head_max: int, head_timeout: float, connect_timeout: float,
-                 limits: LimitPolicy = LimitPolicy()) -> None:
+                 limits: LimitPolicy = LimitPolicy(),
+                 security: SecurityPolicy | None = None) -> None:
         self._bus, self._metrics, self.sessions = bus, metrics, sessions
+        # the RFB security proxy (auth_schemes other than none), else None: relay as is
+        self.security = security if security is not None and security.active else None
         self.limits, self.gate = limits, ClientGate(limits)
         self._head_max, self._head_timeout = head_max, head_timeout
         self._connect_timeout = connect_timeout
@@ -181,7 +185,18 @@ class XvpProxy:
         if early:
             stream.prepend(early)  # RFB bytes the client sent with its preamble go first
         session.on_cut = lambda _reason: _shutdown(stream.sock)
-        self.sessions.run(session, stream, target)
+        self.sessions.run(session, stream, target,
+                          security=self._security_step(target, info.password))
+
+    def _security_step(self, target: TcpStream, password: str | None
+                       ) -> Callable[[Stream, Stream], Negotiated] | None:
+        """The security proxy's handshake (None: relay the server's own). On failure the
+        viewer gets an RFB failure reason ("console security negotiation failed")."""
+        policy = self.security
+        if policy is None:
+            return None
+        return lambda client, _target: negotiate(policy, client, target, password,
+                                                 refuse_client=True)
 
 
 def _shutdown(sock: socket.socket) -> None:

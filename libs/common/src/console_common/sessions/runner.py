@@ -24,8 +24,14 @@ what the passive ``RFBObserver`` learnt (``rfb_version``, ``security_type``,
 ``desktop_name``). The observer is fed through the relay's observe hooks only until the
 RFB handshake is done (or it gave up); afterwards the relay stops calling them.
 
+With a ``security`` step (the RFB security proxy, ``net.rfbsecurity``) the session first
+authenticates to the VNC server and greets the client itself; the end line then names the
+scheme used (``security_scheme``), and a failure ends the session with
+``close_reason=security_failed`` and its cause in ``close_detail`` (never a password).
+
 ``close_reason`` is short and stable (for logs and metrics): ``client_closed``,
-``target_closed``, ``client_error``, ``target_error``, ``connect_failed``, ``shutdown``,
+``target_closed``, ``client_error``, ``target_error``, ``connect_failed``,
+``security_failed``, ``shutdown``,
 ``revoked``, ``killed``, or what the client stream (or its error) names in a
 ``close_reason`` attribute (novncproxy: ``protocol_error``, ``message_too_big``, ...).
 Details of an error (the stream's ``error`` attribute, or the relay's) go to
@@ -46,6 +52,7 @@ import structlog
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.sessions.recorder import Recorder, RecordingPolicy
 from console_common.net.relay import RelayResult, Stream, relay
+from console_common.net.rfbsecurity import Negotiated, SecurityFailed
 from console_common.proto.rfb.observer import RFBObserver
 from console_common.proto.tokens import token_hash, token_id
 
@@ -104,9 +111,25 @@ class Session:
         log.warning("session.end", close_reason="connect_failed", close_detail=reason,
                     bytes_up=0, bytes_down=0, duration_s=self._duration(), kind=self.kind)
 
-    def run(self, client: Stream, target: Stream, drain: float = 2.0) -> RelayResult:
-        """Relay until both directions end; log ``session.start`` and ``session.end``."""
+    def run(self, client: Stream, target: Stream, drain: float = 2.0,
+            security: Callable[[Stream, Stream], Negotiated] | None = None) -> RelayResult:
+        """Relay until both directions end; log ``session.start`` and ``session.end``.
+        ``security(client, target)``: the security proxy's handshake, before the relay."""
         log.info("session.start", kind=self.kind)
+        end_fields: dict[str, Any] = {}
+        if security is not None:
+            try:
+                done = security(client, target)
+            except SecurityFailed as exc:
+                return self._security_failed(exc, client, target)
+            target = done.target
+            end_fields["security_scheme"] = done.scheme
+            if self.observer is not None:  # the handshake the client saw
+                self.observer.server_data(done.to_client)
+                self.observer.client_data(done.from_client)
+            if self.recorder is not None:  # recorded as the client saw it: no password
+                self.recorder.server_data(done.to_client)
+                self.recorder.client_data(done.from_client)
         observer = self.observer
         up = down = None
         recorder = self.recorder
@@ -157,7 +180,20 @@ class Session:
                 fields.update(rfb_version=info["rfb_version"],
                               security_type=info["security_type"],
                               desktop_name=info["desktop_name"])
-            log.info("session.end", **fields)
+            log.info("session.end", **fields, **end_fields)
+        return result
+
+    def _security_failed(self, exc: SecurityFailed, client: Stream,
+                         target: Stream) -> RelayResult:
+        result = RelayResult()
+        result.reason = exc.close_reason
+        self.result = result
+        self.close_reason = self.cut_reason or exc.close_reason
+        client.close()
+        target.close()
+        level = log.warning if exc.close_reason == "security_failed" else log.info
+        level("session.end", close_reason=self.close_reason, close_detail=exc.cause,
+              bytes_up=0, bytes_down=0, duration_s=self._duration(), kind=self.kind)
         return result
 
     def age(self) -> float:

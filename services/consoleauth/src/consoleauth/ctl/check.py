@@ -22,6 +22,9 @@ def run(config: Config, args: argparse.Namespace) -> int:
     info = call("consoleauth", config.consoleauth_url, config.consoleauth_timeout,
                 "check_token", token=read_token(args.token))
     data = dataclasses.asdict(info)
+    # consolectl shows that the console has a password, never what it is
+    if data.pop("password", None) is not None:
+        data["password"] = "***"
     shown = {"console_type": info.console_type, "host": info.host, "port": info.port,
              "internal_access_path": info.internal_access_path,
              "instance_uuid": info.instance_uuid, "expires_at": when(info.expires_at)}

@@ -3,10 +3,14 @@
 When the token names its compute host's control endpoint, that host is asked whether the
 instance still has this console port (Nova's validate_console_port, CVE-2013-0335), so a
 token outlives neither its instance nor its port.
+
+A console password is answered only when ``reveal`` (the caller has the proxy role, or the
+bus has no CURVE, where every caller is trusted); it is unsealed with the caller's token.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import structlog
@@ -15,6 +19,7 @@ from console_common.proto.bus import BusError, DeadlineExceeded, InvalidToken, U
 from console_common.net.bus.server import Deferred, Later
 from console_common.proto.bus.messages import CheckTokenArgs, ConnectInfo
 from console_common.proto.tokens import token_hash, token_id
+from consoleauth.sealing import unseal
 from consoleauth.state import State
 from consoleauth.stores import Pending, StoreUnavailable, TokenRecord
 
@@ -24,12 +29,14 @@ log = structlog.get_logger("consoleauth")
 REPLY_MARGIN = 0.1
 
 
-def handle(state: State, args: CheckTokenArgs) -> ConnectInfo | Deferred | Later:
+def handle(state: State, args: CheckTokenArgs, reveal: bool = True
+           ) -> ConnectInfo | Deferred | Later:
     hashed = token_hash(args.token)
     found = lookup(state, [hashed])
     if isinstance(found, list):
-        return answer(state, args, hashed, found[0])
-    return Later(found, lambda settled: answer(state, args, hashed, records(settled)[0]))
+        return answer(state, args, hashed, found[0], reveal)
+    return Later(found, lambda settled: answer(state, args, hashed, records(settled)[0],
+                                               reveal))
 
 
 def lookup(state: State, hashes: list[str]) -> list[TokenRecord | None] | Pending:
@@ -48,18 +55,19 @@ def records(settled: Pending) -> list[TokenRecord | None]:
 
 
 def answer(state: State, args: CheckTokenArgs, hashed: str,
-           record: TokenRecord | None) -> ConnectInfo | Deferred:
+           record: TokenRecord | None, reveal: bool = True) -> ConnectInfo | Deferred:
     """The reply for a token whose record was looked up (``None``: not found or expired)."""
     if record is None:
         state.counters["check.invalid"] += 1
         raise InvalidToken("invalid or expired token")
     if record.compute_url:  # asking the compute host waits: not in the receive loop
-        return Deferred(lambda deadline: _validated(state, args, hashed, record, deadline))
-    return _connect_info(state, record)
+        return Deferred(lambda deadline: _validated(state, args, hashed, record, deadline,
+                                                    reveal))
+    return _connect_info(state, args, hashed, record, reveal)
 
 
 def _validated(state: State, args: CheckTokenArgs, hashed: str, record: TokenRecord,
-               deadline: float) -> ConnectInfo:
+               deadline: float, reveal: bool) -> ConnectInfo:
     # One call to the compute host, within what is left of the caller's budget (kept a
     # little short so our answer reaches the caller before it gives up).
     left = min(state.compute_timeout, deadline - time.monotonic() - REPLY_MARGIN)
@@ -82,9 +90,18 @@ def _validated(state: State, args: CheckTokenArgs, hashed: str, record: TokenRec
         log.info("token.port_invalid", token_id=token_id(args.token),
                  instance_uuid=record.instance_uuid)
         raise InvalidToken("invalid or expired token")
-    return _connect_info(state, record)
+    return _connect_info(state, args, hashed, record, reveal)
 
 
-def _connect_info(state: State, record: TokenRecord) -> ConnectInfo:
+def _connect_info(state: State, args: CheckTokenArgs, hashed: str, record: TokenRecord,
+                  reveal: bool) -> ConnectInfo:
     state.counters["check.ok"] += 1
-    return record.connect_info()
+    info = record.connect_info()
+    if info.password is None:
+        return info
+    password = unseal(args.token, hashed, info.password) if reveal else None
+    if reveal and password is None:  # altered in the store: say so, answer without it
+        state.counters["check.password_unsealable"] += 1
+        log.warning("token.password_unsealable", token_id=token_id(args.token),
+                    instance_uuid=record.instance_uuid)
+    return dataclasses.replace(info, password=password)

@@ -20,15 +20,17 @@ from consoleauth.methods import check_token
 from consoleauth.state import State
 
 
-def handle(state: State, args: CheckTokensArgs) -> CheckTokensResult | Deferred | Later:
+def handle(state: State, args: CheckTokensArgs, reveal: bool = True
+           ) -> CheckTokensResult | Deferred | Later:
     hashes = [token_hash(token) for token in args.tokens]
     try:  # one lookup for the lot (one Redis round trip)
         found = check_token.lookup(state, hashes)
     except Unavailable as exc:
         return CheckTokensResult(tuple(exc for _ in hashes))
     if isinstance(found, list):
-        return _answers(state, args, hashes, found)
-    return Later(found, lambda settled: _answers(state, args, hashes, _records(settled, hashes)))
+        return _answers(state, args, hashes, found, reveal)
+    return Later(found, lambda settled: _answers(state, args, hashes, _records(settled, hashes),
+                                                 reveal))
 
 
 def _records(settled: Any, hashes: list[str]) -> list[Any]:
@@ -39,14 +41,15 @@ def _records(settled: Any, hashes: list[str]) -> list[Any]:
 
 
 def _answers(state: State, args: CheckTokensArgs, hashes: list[str],
-             found: list[Any]) -> CheckTokensResult | Deferred:
+             found: list[Any], reveal: bool) -> CheckTokensResult | Deferred:
     items: list[Any] = []
     for token, hashed, record in zip(args.tokens, hashes, found, strict=True):
         if isinstance(record, RemoteError):
             items.append(record)
             continue
         try:
-            items.append(check_token.answer(state, CheckTokenArgs(token), hashed, record))
+            items.append(check_token.answer(state, CheckTokenArgs(token), hashed, record,
+                                            reveal))
         except RemoteError as exc:
             items.append(exc)
     if not any(isinstance(item, Deferred) for item in items):

@@ -72,9 +72,18 @@ def _encode_record(record: TokenRecord) -> str:
     return json.dumps(astuple(record), separators=(",", ":"))
 
 
+# Arrays written before consoles had passwords lack that field (a rolling upgrade meets
+# them for one token TTL): read by name, the password absent.
+_BEFORE_PASSWORD = tuple(f for f in _FIELDS if f != "password")
+
+
 def _decode_record(raw: bytes) -> TokenRecord:
     value = json.loads(raw.decode("utf-8"))  # ours: UTF-8, no encoding sniffing
-    return TokenRecord(*value) if type(value) is list else TokenRecord(**value)
+    if type(value) is not list:
+        return TokenRecord(**value)
+    if len(value) == len(_BEFORE_PASSWORD):
+        return TokenRecord(**dict(zip(_BEFORE_PASSWORD, value, strict=True)))
+    return TokenRecord(*value)
 
 
 class RedisStore:

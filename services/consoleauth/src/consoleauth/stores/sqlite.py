@@ -49,6 +49,15 @@ WRITE_TIMEOUT = 5.0  # a disk that stalls longer than this fails the write (Unav
 BATCH_MAX = 512  # writes per transaction
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A file made by an older version lacks the newer optional columns (``password``):
+    add them (NULL in the old rows) rather than fail every write."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(tokens)")}
+    for name in _RECORD_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE tokens ADD COLUMN {name} TEXT")
+
+
 class _Write:
     """One queued statement, what to do to the cache once it is committed, its result."""
 
@@ -69,6 +78,7 @@ class SqliteStore:
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;" + _SCHEMA)
+            _add_missing_columns(self._db)
             os.chmod(path, 0o600)
             now = time.time()
             rows = self._db.execute(

@@ -15,6 +15,8 @@ const MESSAGES = {
     bad_request: "The console link is malformed. Ask for a new console link.",
     too_many: "Too many console connections are open right now. Try again in a moment.",
     unreachable: "The machine's console is unreachable. It may be stopped or its host may be down.",
+    security_failed: "The console proxy could not authenticate to the machine's console. " +
+        "Ask for a new console link; if it fails again, tell your operator.",
     revoked: "This console session was closed: the link was revoked.",
     proxy_unreachable: "The console proxy cannot be reached.",
     handshake_failed: "The console connection could not be opened. Try Reconnect.",
@@ -24,6 +26,7 @@ const MESSAGES = {
 const CLOSE_POLICY = 1008; // "console revoked"
 const CLOSE_TOO_BIG = 1009;
 const CLOSE_INTERNAL = 1011; // "console unreachable"
+const SECURITY_FAILED = "console security negotiation failed"; // 1011 from the security proxy
 const CLOSE_PROTOCOL = 1002;
 
 const PROBE_TIMEOUT_MS = 10000;
@@ -255,7 +258,9 @@ class Session {
             return;
         }
         const { code, reason } = event;
-        if (code === CLOSE_INTERNAL) {
+        if (code === CLOSE_INTERNAL && reason === SECURITY_FAILED) {
+            this.finish({ reason: "security_failed", text: MESSAGES.security_failed });
+        } else if (code === CLOSE_INTERNAL) {
             this.finish({ reason: "unreachable", text: MESSAGES.unreachable });
         } else if (code === CLOSE_POLICY) {
             this.finish({ reason: "revoked", text: MESSAGES.revoked });

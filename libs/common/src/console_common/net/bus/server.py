@@ -96,10 +96,14 @@ class BusServer:
     def __init__(self, endpoint: str, handlers: Mapping[str, Handler], pool_size: int = 4096,
                  context: zmq.Context | None = None, inline: frozenset[str] = frozenset(),
                  handler_timeout: float = 10.0, curve: Any = None,
-                 roles: Mapping[str, frozenset[str]] | None = None) -> None:
+                 roles: Mapping[str, frozenset[str]] | None = None,
+                 role_aware: frozenset[str] = frozenset()) -> None:
         # CURVE (net.bus.curve.CurveServer): encrypted, and each request checked against
         # the methods its key's role may call (``roles``: role -> methods; "admin": all).
+        # Handlers of ``role_aware`` methods are called ``handler(args, role)`` (role None
+        # without CURVE): what they answer may depend on who asks.
         self._curve, self._roles = curve, roles or {}
+        self._role_aware = role_aware
         self._inline = inline
         self._handler_timeout = handler_timeout
         self._throttle = Throttle(10.0)
@@ -219,6 +223,8 @@ class BusServer:
         call = _Call(envelope, request, time.monotonic() + (
             budget / 1000 if budget is not None else self._handler_timeout))
         handler = self._handlers[request.method]
+        if request.method in self._role_aware:
+            handler = partial(handler, role=role)
         if request.method in self._inline:
             reply = self._run(call, lambda: handler(request.args))
             if reply is not None:

@@ -80,6 +80,7 @@ class Wire:
     max_len: int = 255
     choices: tuple[str, ...] | None = None
     span: tuple[int, int] | None = None
+    secret: bool = False  # left out of repr(): a record printed never shows it
 
     def schema_field(self) -> fields.Field:
         kw: dict[str, Any] = ({"load_default": None, "allow_none": True} if self.optional
@@ -118,8 +119,8 @@ def wire(kind: type, **rule: Any) -> Any:
 
 def _field(spec: Wire) -> Any:
     if spec.optional:
-        return field(default=None, metadata={"wire": spec})
-    return field(metadata={"wire": spec})
+        return field(default=None, metadata={"wire": spec}, repr=not spec.secret)
+    return field(metadata={"wire": spec}, repr=not spec.secret)
 
 
 def _wire_fields(cls: type, drop: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
@@ -193,6 +194,11 @@ class ConnectInfo:
     instance_uuid: str = wire(str, min_len=1, max_len=64)
     expires_at: float = wire(float)
     internal_access_path: str | None = wire(str, optional=True, max_len=1024)
+    # The console's VNC password (a one-time password the compute host set on its VNC
+    # server), for the proxies' RFB security proxy. consoleauth stores it sealed with a
+    # key derived from the token (a TokenRecord holds that form) and answers it only to
+    # the proxy role; never logged.
+    password: str | None = wire(str, optional=True, min_len=1, max_len=256, secret=True)
 
 
 # Where an authorized console came from, kept with its token (consoleauth's TokenRecord).

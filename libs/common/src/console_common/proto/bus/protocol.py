@@ -202,7 +202,12 @@ def request_id(data: bytes) -> str | None:
 
 
 def _connect_info_dict(info: ConnectInfo) -> dict[str, Any]:
-    return dict(zip(CONNECT_INFO_FIELDS, connect_info_values(info)))
+    dumped = dict(zip(CONNECT_INFO_FIELDS, connect_info_values(info)))
+    if dumped["password"] is None:
+        # Left out rather than null: replies stay as small as before, and proxies older
+        # than console passwords (schemas refuse unknown fields) read them as before.
+        del dumped["password"]
+    return dumped
 
 
 def _batch_item(item: Any) -> dict[str, Any]:

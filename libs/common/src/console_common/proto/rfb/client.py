@@ -4,6 +4,12 @@ The handshake answers (version, chosen security type, VNC auth response, ClientI
 queued by the state machine; take them with ``data_to_send()``. Client messages are
 encoded by ``send(event) -> bytes``; ``send(SetPixelFormat(...))`` also switches the pixel
 format used to size Raw rectangles of later updates.
+
+The proxies' security proxy uses this role towards the VNC server with ``schemes`` (its
+``auth_schemes``, in order of preference: ``vencrypt``, ``vnc``, ``none``) and
+``client_init=False``: the connection stops once authenticated (state AUTHENTICATED),
+leaving ClientInit/ServerInit to the relay. VeNCrypt 0.2 (X509None, X509Vnc) pauses at
+``StartTLS``: the caller runs TLS on the socket, then calls ``tls_started()``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from .events import (
     ENCODING_RAW,
     NEED_DATA,
     SECURITY_NONE,
+    SECURITY_VENCRYPT,
     SECURITY_VNC_AUTH,
+    VENCRYPT_X509NONE,
+    VENCRYPT_X509VNC,
     AuthResult,
     Bell,
     ClientEvent,
@@ -34,7 +43,9 @@ from .events import (
     ServerCutText,
     SetColourMapEntries,
     SetPixelFormat,
+    StartTLS,
     security_type_name,
+    vencrypt_subtype_name,
 )
 from .messages import (
     KNOWN_VERSIONS,
@@ -52,6 +63,8 @@ from .messages import (
 )
 
 _U32 = struct.Struct(">I")
+# auth_schemes names (Nova's) -> the RFB security type each stands for
+SCHEMES = {"vencrypt": SECURITY_VENCRYPT, "vnc": SECURITY_VNC_AUTH, "none": SECURITY_NONE}
 _RECT_HEADER = struct.Struct(">HHHHi")
 
 
@@ -59,9 +72,15 @@ class ClientState(enum.Enum):
     VERSION = "version"  # waiting for the server's ProtocolVersion
     SECURITY = "security"  # waiting for security types (3.7/3.8) or the type (3.3)
     CHALLENGE = "challenge"  # VNC auth: waiting for the 16-byte challenge
+    VENCRYPT_VERSION = "vencrypt-version"  # waiting for the server's VeNCrypt version
+    VENCRYPT_STATUS = "vencrypt-status"  # did it accept 0.2
+    VENCRYPT_SUBTYPES = "vencrypt-subtypes"
+    VENCRYPT_ACK = "vencrypt-ack"  # did it accept our subtype
+    TLS = "tls"  # the caller runs the TLS handshake, then calls tls_started()
     SECURITY_RESULT = "security-result"
     SERVER_INIT = "server-init"
     NORMAL = "normal"  # server messages
+    AUTHENTICATED = "authenticated"  # client_init=False: done; ClientInit is the caller's
     CLOSED = "closed"  # EOF, or the server refused us (later data is ignored)
     ERROR = "error"
 
@@ -69,8 +88,10 @@ class ClientState(enum.Enum):
 class RFBClientConnection(RFBConnection):
     """One RFB connection seen from the client side.
 
-    Picks the first security type in the server's order that it can do: None, or VNC
-    Authentication when ``password`` is given.
+    Without ``schemes``: picks the first security type in the server's order that it can
+    do: None, or VNC Authentication when ``password`` is given. With ``schemes`` (names of
+    SCHEMES, in our order of preference): the first of them the server offers; VeNCrypt's
+    subtype is the first in the server's order of X509None and (with a password) X509Vnc.
     """
 
     def __init__(
@@ -80,9 +101,13 @@ class RFBClientConnection(RFBConnection):
         version: Version = (3, 8),
         max_cut_text: int = 1 << 20,
         max_rect_bytes: int = 64 << 20,
+        schemes: tuple[str, ...] | None = None,
+        client_init: bool = True,
     ) -> None:
         if version not in KNOWN_VERSIONS:
             raise ValueError(f"RFB version must be one of {KNOWN_VERSIONS}, got {version}")
+        if schemes is not None and (not schemes or not set(schemes) <= SCHEMES.keys()):
+            raise ValueError(f"schemes must be names of {sorted(SCHEMES)}, got {schemes}")
         super().__init__()
         self.version: Version | None = None  # negotiated
         self.security_type: int | None = None
@@ -91,7 +116,10 @@ class RFBClientConnection(RFBConnection):
         self.pixel_format: PixelFormat | None = None  # format of pixels we receive
         self.name = ""
         self.state = ClientState.VERSION
+        self.vencrypt_subtype: int | None = None
         self._password = password
+        self._schemes = schemes
+        self._send_client_init = client_init
         self._shared = shared
         self._ours = version
         self._max_cut = max_cut_text
@@ -125,6 +153,12 @@ class RFBClientConnection(RFBConnection):
         readers = {
             ClientState.VERSION: self._read_version,
             ClientState.SECURITY: self._read_security,
+            ClientState.VENCRYPT_VERSION: self._read_vencrypt_version,
+            ClientState.VENCRYPT_STATUS: self._read_vencrypt_status,
+            ClientState.VENCRYPT_SUBTYPES: self._read_vencrypt_subtypes,
+            ClientState.VENCRYPT_ACK: self._read_vencrypt_ack,
+            ClientState.TLS: self._read_nothing,
+            ClientState.AUTHENTICATED: self._read_nothing,
             ClientState.CHALLENGE: self._read_challenge,
             ClientState.SECURITY_RESULT: self._read_security_result,
             ClientState.SERVER_INIT: self._read_server_init,
@@ -177,6 +211,8 @@ class RFBClientConnection(RFBConnection):
             self._out += bytes((self.security_type,))
         if self.security_type == SECURITY_VNC_AUTH:
             self.state = ClientState.CHALLENGE
+        elif self.security_type == SECURITY_VENCRYPT:
+            self.state = ClientState.VENCRYPT_VERSION
         elif self.version == (3, 8):
             self.state = ClientState.SECURITY_RESULT
         else:
@@ -185,6 +221,8 @@ class RFBClientConnection(RFBConnection):
         return SecurityTypes(offered)
 
     def _choose(self, offered: tuple[int, ...]) -> int:
+        if self._schemes is not None:
+            return self._choose_scheme(offered)
         for kind in offered:
             if kind == SECURITY_NONE or (kind == SECURITY_VNC_AUTH and self._password is not None):
                 return kind
@@ -192,6 +230,86 @@ class RFBClientConnection(RFBConnection):
         if SECURITY_VNC_AUTH in offered:
             raise RFBAuthError(f"server requires VNC authentication, no password given ({names})")
         raise RFBAuthError(f"no supported security type offered by the server ({names})")
+
+    def _choose_scheme(self, offered: tuple[int, ...]) -> int:
+        for scheme in self._schemes or ():
+            kind = SCHEMES[scheme]
+            if kind in offered and (kind != SECURITY_VNC_AUTH or self._password is not None):
+                if self.version == (3, 3) and kind == SECURITY_VENCRYPT:
+                    break  # VeNCrypt needs 3.7+: a 3.3 server imposing it is broken
+                return kind
+        names = ", ".join(security_type_name(k) for k in offered)
+        ours = ", ".join(self._schemes or ())
+        if SECURITY_VNC_AUTH in offered and "vnc" in (self._schemes or ()):
+            raise RFBAuthError(f"the server requires VNC authentication and no password "
+                               f"was given for this console (server offers {names})")
+        raise RFBAuthError(f"no common security scheme: the server offers {names}, "
+                           f"auth_schemes allows {ours}")
+
+    # --- VeNCrypt 0.2 -------------------------------------------------------------------
+
+    def _read_vencrypt_version(self):
+        if len(self._buf) < 2:
+            return NEED_DATA
+        major, minor = self._buf.take(2)
+        if (major, minor) < (0, 2):
+            raise RFBAuthError(f"the server speaks VeNCrypt {major}.{minor}, only 0.2 is "
+                               "supported")
+        self._out += b"\x00\x02"
+        self.state = ClientState.VENCRYPT_STATUS
+        return None
+
+    def _read_vencrypt_status(self):
+        if not self._buf:
+            return NEED_DATA
+        if self._buf.take(1)[0] != 0:
+            raise RFBAuthError("the server refused VeNCrypt version 0.2")
+        self.state = ClientState.VENCRYPT_SUBTYPES
+        return None
+
+    def _read_vencrypt_subtypes(self):
+        buf = self._buf
+        if not buf or len(buf) < 1 + 4 * buf.u8(0):
+            return NEED_DATA
+        count = buf.u8(0)
+        raw = buf.take(1 + 4 * count)
+        offered = struct.unpack_from(f">{count}I", raw, 1)
+        usable = (VENCRYPT_X509NONE, VENCRYPT_X509VNC) if self._password is not None \
+            else (VENCRYPT_X509NONE,)
+        chosen = next((s for s in offered if s in usable), None)
+        if chosen is None:
+            names = ", ".join(vencrypt_subtype_name(s) for s in offered) or "none"
+            need = "" if self._password is not None or VENCRYPT_X509VNC not in offered \
+                else " (X509Vnc needs a password, none was given for this console)"
+            raise RFBAuthError(f"no common VeNCrypt subtype: the server offers {names}, "
+                               f"the proxy speaks X509None and X509Vnc{need}")
+        self.vencrypt_subtype = chosen
+        self._out += _U32.pack(chosen)
+        self.state = ClientState.VENCRYPT_ACK
+        return None
+
+    def _read_vencrypt_ack(self):
+        buf = self._buf
+        if not buf:
+            return NEED_DATA
+        if buf.take(1)[0] != 1:
+            raise RFBAuthError(f"the server refused VeNCrypt subtype "
+                               f"{vencrypt_subtype_name(self.vencrypt_subtype or 0)}")
+        if buf:  # the TLS handshake is ours to start: plaintext here would be an attack
+            raise RFBProtocolError(f"{len(buf)} unexpected bytes before the TLS handshake")
+        self.state = ClientState.TLS
+        return StartTLS(self.vencrypt_subtype or 0)
+
+    def tls_started(self) -> None:
+        """The caller finished the TLS handshake (and verified the server): go on inside it."""
+        if self.state is not ClientState.TLS:
+            raise RFBLocalError(f"tls_started() in the {self.state.value} phase")
+        # VeNCrypt always ends with a SecurityResult (QEMU and TigerVNC send it in 3.7 too).
+        self.state = ClientState.CHALLENGE if self.vencrypt_subtype == VENCRYPT_X509VNC \
+            else ClientState.SECURITY_RESULT
+
+    def _read_nothing(self):
+        return NEED_DATA  # bytes wait in the buffer (trailing_data) for the caller
 
     def _read_challenge(self):
         if len(self._buf) < CHALLENGE_SIZE:
@@ -223,6 +341,9 @@ class RFBClientConnection(RFBConnection):
         return self._refused("authentication failed")
 
     def _client_init(self) -> None:
+        if not self._send_client_init:
+            self.state = ClientState.AUTHENTICATED
+            return
         self._out += bytes((int(self._shared),))
         self.state = ClientState.SERVER_INIT
 

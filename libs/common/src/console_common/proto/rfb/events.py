@@ -24,6 +24,14 @@ NEED_DATA = Need.DATA
 SECURITY_INVALID = 0
 SECURITY_NONE = 1
 SECURITY_VNC_AUTH = 2
+SECURITY_VENCRYPT = 19
+# VeNCrypt subtypes (u32) the security proxy speaks: TLS verified by X.509, then None or
+# VNC authentication inside it. Anonymous-TLS and Plain subtypes are never chosen.
+VENCRYPT_X509NONE = 260
+VENCRYPT_X509VNC = 261
+VENCRYPT_SUBTYPE_NAMES = {256: "Plain", 257: "TLSNone", 258: "TLSVnc", 259: "TLSPlain",
+                          260: "X509None", 261: "X509Vnc", 262: "X509Plain",
+                          263: "TLSSASL", 264: "X509SASL"}
 SECURITY_TYPE_NAMES = {
     0: "Invalid",
     1: "None",
@@ -44,6 +52,10 @@ SECURITY_TYPE_NAMES = {
 
 def security_type_name(security_type: int) -> str:
     return SECURITY_TYPE_NAMES.get(security_type, f"unknown({security_type})")
+
+
+def vencrypt_subtype_name(subtype: int) -> str:
+    return VENCRYPT_SUBTYPE_NAMES.get(subtype, f"unknown({subtype})")
 
 
 # Encodings and pseudo-encodings (RFC 6143 7.7, 7.8).
@@ -140,6 +152,15 @@ class SecurityChosen:
     """The security type a 3.7/3.8 client chose."""
 
     security_type: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    """VeNCrypt: the server accepted ``subtype``; the caller now runs the TLS handshake on
+    the connection, verifies the server, and calls ``tls_started()`` (every later byte
+    in either direction is the TLS stream's plaintext)."""
+
+    subtype: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,9 @@ class RFBServerConnection(RFBConnection):
 
     ``password`` None offers security type None, else VNC Authentication with
     ``challenge`` (16 random bytes from the caller: this core reads no entropy source).
+    ``refuse``: answer the client's version with a connection failure carrying this reason
+    (RFC 6143 7.1.2; 3.3: security type 0 and the reason) and close: how a proxy tells a
+    VNC viewer why it cannot have the console.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class RFBServerConnection(RFBConnection):
         version: Version = (3, 8),
         challenge: bytes | None = None,
         max_cut_text: int = 1 << 20,
+        refuse: str | None = None,
     ) -> None:
         if version not in KNOWN_VERSIONS:
             raise ValueError(f"RFB version must be one of {KNOWN_VERSIONS}, got {version}")
@@ -97,6 +101,7 @@ class RFBServerConnection(RFBConnection):
         self._password = password
         self._challenge = challenge
         self._max_cut = max_cut_text
+        self._refuse = refuse
 
     # --- I/O-facing API: receive_data, data_to_send, trailing_data, next_event (base) ----
 
@@ -133,7 +138,12 @@ class RFBServerConnection(RFBConnection):
             return NEED_DATA
         peer = parse_version(self._buf.take(VERSION_SIZE))
         self.version = negotiate_version(peer, self._offered)
-        if self.version == (3, 3):
+        if self._refuse is not None:
+            self._out += (_U32.pack(0) if self.version == (3, 3) else b"\x00")
+            self._out += encode_reason(self._refuse)
+            self._pending.append(AuthResult(ok=False, reason=self._refuse))
+            self.state = ServerState.CLOSED
+        elif self.version == (3, 3):
             self._out += _U32.pack(self.security_type)
             self._after_security_chosen()
         else:

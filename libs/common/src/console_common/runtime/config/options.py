@@ -54,6 +54,12 @@ def zmq_endpoint(value: str) -> str:
     return value
 
 
+def _auth_scheme(value: str) -> str:
+    if value.lower() not in ("vencrypt", "vnc", "none"):
+        raise ValueError(f"{value!r} is not vencrypt, vnc or none")
+    return value.lower()
+
+
 def http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -292,10 +298,26 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
          "host (default: compute_listen, with 0.0.0.0 replaced by vncserver_proxyclient_address).",
          metavar="URL"),
     _opt("instances", _STR, "vm-1,vm-2,vm-3",
-         "Fake instances: comma list of NAME[=builtin|=vnc://HOST:PORT][;password=PW][;uuid=UUID].",
+         "Fake instances: comma list of "
+         "NAME[=builtin|=vnc://HOST:PORT][;password=PW][;qmp=PATH][;uuid=UUID] "
+         "(qmp: QEMU's QMP socket, for a one-time VNC password per console).",
          metavar="SPECS"),
     _opt("vnc_port_base", _port, 5900, "First port of the fake host's built-in VNC servers.",
          metavar="PORT"),
+    # --- the RFB security proxy (Nova's [vnc] names) -------------------------------------
+    _opt("auth_schemes", lambda: CommaList(_auth_scheme, "expected vencrypt, vnc or none"),
+         ("none",), "How the proxies authenticate to VNC servers, in order of preference "
+         "(comma list of vencrypt, vnc, none); none alone: relay the server's own "
+         "handshake. Otherwise the proxy authenticates and offers clients security None.",
+         metavar="SCHEMES"),
+    _opt("vencrypt_ca_certs", _STR, "",
+         "CA certificates (PEM) that sign the VNC servers' VeNCrypt certificates.",
+         metavar="FILE"),
+    _opt("vencrypt_client_cert", _STR, "",
+         "Client certificate (PEM) the proxy shows VeNCrypt servers (with "
+         "vencrypt_client_key).", metavar="FILE"),
+    _opt("vencrypt_client_key", _STR, "",
+         "Private key (PEM) of vencrypt_client_cert.", metavar="FILE"),
 ]}
 
 COMMON = ("log_format", "log_level")
