@@ -89,6 +89,7 @@ _SESSION_END = {
     # what the passive RFB observer learnt (not on connect_failed)
     "rfb_version": "?str|null", "security_type": "?str|null", "desktop_name": "?str|null",
     "recording": "?str",  # the session's recording file (record_dir set)
+    "security_scheme": "?str",  # the security proxy's scheme with the VNC server
 }
 
 EVENTS: tuple[Event, ...] = (
@@ -149,7 +150,10 @@ EVENTS: tuple[Event, ...] = (
     # -- consoleauth ---------------------------------------------------------------------
     _ev("token.authorized", (CONSOLEAUTH,), "info", "A console token was stored.",
         "consoleauth/methods/authorize_console.py", token_id="str", instance_uuid="str",
-        console_type="str", target="str", ttl_s="number"),
+        console_type="str", target="str", ttl_s="number", with_password="?bool"),
+    _ev("token.password_unsealable", (CONSOLEAUTH,), "warning", "A token's console password "
+        "could not be unsealed (the session goes on without it).",
+        "consoleauth/methods/check_token.py", token_id="str", instance_uuid="str"),
     _ev("token.revoked", (CONSOLEAUTH,), "info", "Tokens were deleted: one (token_id) or "
         "every token of an instance (instance_uuid).", "consoleauth/methods/",
         token_id="?str", instance_uuid="?str", deleted="int"),
@@ -201,6 +205,9 @@ EVENTS: tuple[Event, ...] = (
     _ev("console.authorized", (COMPUTE,), "info", "get_vnc_console authorized a token with "
         "consoleauth.", "fakecompute/control.py", instance="str", instance_uuid="str",
         console_type="str", token_id="str", target="str"),
+    _ev("console.password_failed", (COMPUTE,), "warning", "A one-time console password "
+        "could not be set over QMP (get_vnc_console answers Unavailable).",
+        "fakecompute/control.py", instance="str", error="str"),
     _ev("instance.deleted", (COMPUTE,), "info warning", "An instance was deleted (warning: "
         "its tokens could not be revoked).", "fakecompute/control.py", instance="str",
         instance_uuid="str", closed_connections="int", tokens_revoked="int|null",
@@ -220,10 +227,10 @@ EVENTS: tuple[Event, ...] = (
     _ev("service.start", (NOVNC,), "info", "novncproxy (or one worker) is serving.",
         "novncproxy/cli.py", version="str", listen="str", scheme="str", ssl_only="bool",
         novnc_dir="str|null", consoleauth="list[str]", max_sessions="int", workers="int",
-        fd_limit="int"),
+        fd_limit="int", auth_schemes="?list[str]"),
     _ev("service.start", (XVP,), "info", "xvpvncproxy (or one worker) is serving.",
         "xvpvncproxy/cli.py", version="str", listen="str", metrics_port="int|null",
-        base_url="str", max_sessions="int", workers="int"),
+        base_url="str", max_sessions="int", workers="int", auth_schemes="?list[str]"),
     _ev("service.start", (COMPUTE,), "info", "fake-compute is serving (instances: name, "
         "uuid, kind, host, port, password set).", "fakecompute/cli.py", version="str",
         control="str", public_url="str", consoleauth="list[str]", vncserver_listen="str",
