@@ -253,12 +253,15 @@ EVENTS: tuple[Event, ...] = (
         "opened.", "consoleauth/cli.py", error="str"),
     _ev("recording.failed", PROXIES, "warning error", "A session's recording could not be "
         "opened or written (the session goes on unrecorded).", "sessions/recorder.py", EXC,
+        MAYBE_SESSION,
         path="str", error="?str"),
     _ev("recording.stopped", PROXIES, "warning", "Recording stopped early (reason: "
-        "max_bytes, stalled ...); the session goes on.", "sessions/recorder.py", path="str",
+        "max_bytes, stalled ...); the session goes on.", "sessions/recorder.py", MAYBE_SESSION,
+        path="str",
         reason="str", detail="str|null", recorded_bytes="int"),
     _ev("recording.close_timeout", PROXIES, "warning", "A recording's writer did not finish "
-        "within its bound at the session's end.", "sessions/recorder.py", path="str"),
+        "within its bound at the session's end.", "sessions/recorder.py", MAYBE_SESSION,
+        path="str"),
     _ev("service.config_error", PROXIES, "error", "The configuration cannot work.",
         "novncproxy/cli.py", error="str"),
     _ev("service.tls_failed", (NOVNC,), "error", "The certificate or key could not be "
