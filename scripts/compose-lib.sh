@@ -15,6 +15,10 @@ export COMPOSE_PROGRESS=${COMPOSE_PROGRESS:-plain}
 # No registry here: the image is built from a wheelhouse staged on the host (docker/build/),
 # with no network (docker/Dockerfile's `staged` way; `source` is the default elsewhere).
 export WHEELS=${WHEELS:-staged} BUILD_NETWORK=${BUILD_NETWORK:-none}
+# The local cluster runs with Prometheus (compose.yaml's `monitoring` profile) unless told
+# otherwise (COMPOSE_PROFILES= for none).
+export COMPOSE_PROFILES=${COMPOSE_PROFILES-monitoring}
+export PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 
 log() { printf '%s compose: %s\n' "$(date +%T)" "$*" >&2; }
 compose() { docker compose -p "$PROJECT" -f "$ROOT/compose.yaml" "$@"; }

@@ -73,8 +73,9 @@ else
     start_dockerd || exit 3
 fi
 
-# 3. base image: debootstrap bookworm with python3, haproxy and redis-server --------------
-BASE_PKGS=python3,python3-venv,ca-certificates,haproxy,redis-server
+# 3. base image: debootstrap bookworm with python3, haproxy, redis-server and prometheus
+# (the `monitoring` profile's image then builds with no network: the package is there) ----
+BASE_PKGS=python3,python3-venv,ca-certificates,haproxy,redis-server,prometheus
 BASE_TAR=$CACHE/base-bookworm-$(printf '%s' "$BASE_PKGS" | sha256sum | cut -c1-12).tar
 if [[ $BASE_IMAGE == local/console-base:latest ]] && ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     mkdir -p "$CACHE"

@@ -50,6 +50,7 @@ class Cluster:
     env: dict[str, str]
     novnc_port: int
     xvp_port: int
+    prometheus_port: int
 
     def compose(self, *args: str, timeout: float = 60) -> str:
         cmd = ["docker", "compose", "-p", PROJECT, "-f", str(REPO / "compose.yaml"), *args]
@@ -100,11 +101,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     fd = _lock()
     log_dir = tmp_path_factory.mktemp("compose")
     novnc_port, xvp_port = _port_or_free(6080), _port_or_free(6081)
+    prometheus_port = _port_or_free(9090)
     env = {**os.environ, "DOCKER_HOST": f"unix://{DOCKER_DIR}/docker.sock",
            "DOCKER_CONFIG": f"{DOCKER_DIR}/cfg", "CPS_DOCKER_DIR": DOCKER_DIR,
-           "EDGE_NOVNC_PORT": str(novnc_port), "EDGE_XVP_PORT": str(xvp_port)}
+           "EDGE_NOVNC_PORT": str(novnc_port), "EDGE_XVP_PORT": str(xvp_port),
+           "COMPOSE_PROFILES": "monitoring", "PROMETHEUS_PORT": str(prometheus_port)}
     up_log = log_dir / "compose-up.log"
-    c = Cluster(env, novnc_port, xvp_port)
+    c = Cluster(env, novnc_port, xvp_port, prometheus_port)
     try:
         started = time.monotonic()
         with up_log.open("w") as out:

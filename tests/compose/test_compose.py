@@ -72,6 +72,41 @@ def test_healthz_and_page_through_edge(cluster: Cluster) -> None:
             assert resp.status == 200, path
 
 
+def test_prometheus_scrapes_every_replica_through_docker_dns(cluster: Cluster) -> None:
+    """The `monitoring` profile: Prometheus finds every replica of consoleauth and both
+    proxies by their service names (one A record each) and scrapes them, with the suite's
+    alert rules loaded."""
+    base = f"http://127.0.0.1:{cluster.prometheus_port}/api/v1"
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(base + path, timeout=5) as resp:
+            return json.loads(resp.read())["data"]
+
+    want = {"consoleauth": 2, "novncproxy": 2, "xvpvncproxy": 2}
+    deadline = time.monotonic() + 90  # discovery every 10 s, first scrape within 15 s
+    seen: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        try:
+            targets = get("/targets?state=active")["activeTargets"]
+        except OSError:
+            targets = []
+        seen = {}
+        for target in targets:
+            if target["health"] == "up":
+                seen.setdefault(target["labels"]["job"], []).append(
+                    target["labels"]["instance"])
+        if all(len(seen.get(job, [])) == n for job, n in want.items()):
+            break
+        time.sleep(1)
+    assert {job: len(v) for job, v in seen.items()} == want, seen
+    # two distinct addresses per job: the replicas, not one name scraped twice
+    assert all(len(set(v)) == 2 for v in seen.values()), seen
+    up = get("/query?query=sum(up{job=~%22novncproxy|xvpvncproxy|consoleauth%22})")
+    assert float(up["result"][0]["value"][1]) == 6
+    rules = [r["name"] for g in get("/rules")["groups"] for r in g["rules"]]
+    assert {"ConsoleauthDown", "ConsoleProxyNearMaxSessions"} <= set(rules), rules
+
+
 def test_failover_after_a_replica_dies(cluster: Cluster) -> None:
     novnc_token = cluster.get_console("novnc")["token"]
     xvp_token = cluster.get_console("xvpvnc")["token"]

@@ -12,16 +12,16 @@ from typing import Any
 import gevent.pool
 from console_common import __version__
 from console_common.net.bus import BusClient
-from console_common.runtime.config import BUS_CLIENT, COMMON, RECORDING, parse
+from console_common.runtime.config import BUS_CLIENT, COMMON, PROXY, RECORDING, parse
 from console_common.runtime.keys import curve_client
 from console_common.runtime.security import OPTIONS as SECURITY_OPTIONS
 from console_common.runtime.security import security_policy
-from console_common.runtime.service import Shutdown, boot, drain, raise_fd_limit
+from console_common.runtime.service import (Shutdown, boot, drain, raise_fd_limit,
+                                            recording_policy)
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
 from console_common.sessions.limits import LimitPolicy, SessionClock
 from console_common.runtime.novnc import find_novnc_dir
-from console_common.sessions.recorder import RecordingPolicy
 from console_common.sessions.runner import SHUTDOWN
 
 from novncproxy.admission import OriginPolicy
@@ -29,31 +29,17 @@ from novncproxy.app import ConsoleApp
 from console_common.sessions.metrics import ProxyMetrics
 from novncproxy.server import ProxyServer, tls_context
 
-OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING,
-           "novncproxy_host", "novncproxy_port", "ssl_only", "cert",
-           "key", "web", "console_allowed_origins", "trusted_proxies", "max_sessions",
-           "websocket_max_message", "request_head_timeout", "request_head_max",
-           "target_connect_timeout", "graceful_timeout", "workers",
-           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
-           "session_idle_timeout", "session_max_age", "max_sessions_per_token",
-           "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
-           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
-           "client_send_timeout", "websocket_ping_interval", "websocket_ping_timeout",
-           *SECURITY_OPTIONS)
+OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING, *PROXY, *SECURITY_OPTIONS,
+           "novncproxy_host", "novncproxy_port", "ssl_only", "cert", "key", "web",
+           "console_allowed_origins", "trusted_proxies", "websocket_max_message",
+           "websocket_ping_interval", "websocket_ping_timeout")
 
 
 def main(argv: list[str] | None = None) -> int:
     config, _ = parse("novncproxy", "noVNC console page and WebSocket console proxy "
                       "(nova-novncproxy).", OPTIONS, argv)
     log = boot("novncproxy", config)
-    if (recording := RecordingPolicy.from_config(config)) is not None:
-        try:
-            recording.check()
-        except OSError as exc:
-            log.error("service.config_error", error=f"record_dir: {exc}")
-            print(f"novncproxy: error: cannot record to {config.record_dir}: {exc.strerror}",
-                  file=sys.stderr)
-            return 1
+    recording_policy(config, "novncproxy", log)  # checked once, before any worker starts
     if config.ssl_only and not config.cert:
         log.error("service.config_error", error="ssl_only needs cert")
         print("novncproxy: error: --ssl-only needs --cert", file=sys.stderr)
@@ -101,7 +87,7 @@ def _serve(config: Any, log: Any, sock: Any, tls: Any, novnc_dir: Any, fd_limit:
                      connect_timeout=config.target_connect_timeout,
                      limits=LimitPolicy.from_config(config), security=security)
     pool = gevent.pool.Pool(config.max_sessions)
-    app.sessions.recording = RecordingPolicy.from_config(config)  # None: not recording
+    app.sessions.recording = recording_policy(config, "novncproxy", log)  # None: not recording
     server = ProxyServer(sock, app, pool=pool, head_max=config.request_head_max,
                          head_timeout=config.request_head_timeout,
                          tls=tls, ssl_only=config.ssl_only)

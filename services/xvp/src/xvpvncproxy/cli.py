@@ -13,31 +13,24 @@ from typing import Any
 import gevent.pool
 from console_common import __version__
 from console_common.net.bus import BusClient
-from console_common.runtime.config import BUS_CLIENT, COMMON, RECORDING, parse
+from console_common.runtime.config import BUS_CLIENT, COMMON, PROXY, RECORDING, parse
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.runtime.keys import curve_client
 from console_common.runtime.security import OPTIONS as SECURITY_OPTIONS
 from console_common.runtime.security import security_policy
-from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain
+from console_common.runtime.service import EXIT_OK, Shutdown, boot, drain, recording_policy
 from console_common.runtime.workers import bind_listeners, listen, notify_ready, run_workers
 from console_common.sessions.control import Control
 from console_common.sessions.limits import LimitPolicy, SessionClock
-from console_common.sessions.recorder import RecordingPolicy
 from console_common.sessions.runner import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 from xvpvncproxy.server import XvpProxy, metrics_app
 
-OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING,
+OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING, *PROXY, *SECURITY_OPTIONS,
            "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
-           "xvpvncproxy_metrics_port", "max_sessions", "request_head_timeout",
-           "request_head_max", "target_connect_timeout", "graceful_timeout", "workers",
-           "consoleauth_events_url", "bus_secret_key_file", "bus_server_key_file",
-           "session_idle_timeout", "session_max_age", "max_sessions_per_token",
-           "max_sessions_per_instance", "max_sessions_per_client", "handshake_rate_per_client",
-           "invalid_token_ban_after", "invalid_token_ban_window", "invalid_token_ban_seconds",
-           "client_send_timeout", *SECURITY_OPTIONS)
+           "xvpvncproxy_metrics_port")
 BACKLOG = 1024
 
 
@@ -46,14 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                       "preamble with the console token, then raw RFB to the VNC server.",
                       OPTIONS, argv)
     log = boot("xvpvncproxy", config)
-    if (recording := RecordingPolicy.from_config(config)) is not None:
-        try:
-            recording.check()
-        except OSError as exc:
-            log.error("service.config_error", error=f"record_dir: {exc}")
-            print(f"xvpvncproxy: error: cannot record to {config.record_dir}: {exc.strerror}",
-                  file=sys.stderr)
-            return 1
+    recording_policy(config, "xvpvncproxy", log)  # checked once, before any worker starts
     curve = curve_client(config, "xvpvncproxy")  # checked once, before any worker starts
     security = security_policy(config, "xvpvncproxy")
     addresses = [(config.xvpvncproxy_host, config.xvpvncproxy_port)]
@@ -76,7 +62,7 @@ def _serve(config: Any, log: Any, socks: list[Any], curve: Any, security: Any = 
     metrics = ProxyMetrics(config.max_sessions)
     pool = gevent.pool.Pool(config.max_sessions)
     sessions = SessionRegistry(metrics)
-    sessions.recording = RecordingPolicy.from_config(config)  # None: not recording
+    sessions.recording = recording_policy(config, "xvpvncproxy", log)  # None: not recording
     proxy = XvpProxy(bus, metrics, sessions, head_max=config.request_head_max,
                      head_timeout=config.request_head_timeout,
                      connect_timeout=config.target_connect_timeout,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import resource
 import signal
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -118,3 +119,21 @@ def boot(service: str, config: Any) -> Any:
         logger.warning("config.unknown_option", detail=note)
     raise_fd_limit()
     return logger
+
+
+def recording_policy(config: Any, service: str, log: Any) -> Any:
+    """``record_dir``'s recording policy (None when unset), checked at start: a directory the
+    service cannot write stops it here with one line, not at its first session."""
+    from console_common.sessions.recorder import RecordingPolicy
+
+    policy = RecordingPolicy.from_config(config)
+    if policy is None:
+        return None
+    try:
+        policy.check()
+    except OSError as exc:
+        log.error("service.config_error", error=f"record_dir: {exc}")
+        print(f"{service}: error: cannot record to {config.record_dir}: {exc.strerror}",
+              file=sys.stderr)
+        raise SystemExit(1) from None
+    return policy

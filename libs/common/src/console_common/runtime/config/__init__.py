@@ -6,8 +6,9 @@
 
 from console_common.runtime.config.loader import (Config, ConfigError, add_option_arguments,
                                           flags_from_namespace, load, make_parser, parse)
-from console_common.runtime.config.options import (BUS_CLIENT, COMMON, OPTIONS, RECORDING,
+from console_common.runtime.config.options import (BUS_CLIENT, COMMON, OPTIONS, PROXY,
+                                                   RECORDING,
                                                    Option, select)
 
-__all__ = ["BUS_CLIENT", "COMMON", "OPTIONS", "RECORDING", "Config", "ConfigError", "Option",
+__all__ = ["BUS_CLIENT", "COMMON", "OPTIONS", "PROXY", "RECORDING", "Config", "ConfigError", "Option",
            "add_option_arguments", "flags_from_namespace", "load", "make_parser", "parse", "select"]

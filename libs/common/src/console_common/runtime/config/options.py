@@ -323,6 +323,13 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
 COMMON = ("log_format", "log_level")
 RECORDING = ("record_dir", "record_input", "record_max_bytes")
 BUS_CLIENT = ("consoleauth_url", "consoleauth_timeout")
+# What both console proxies take: bounds, workers, live control, bus keys and the limits.
+PROXY = ("max_sessions", "request_head_timeout", "request_head_max", "target_connect_timeout",
+         "graceful_timeout", "workers", "consoleauth_events_url", "bus_secret_key_file",
+         "bus_server_key_file", "session_idle_timeout", "session_max_age",
+         "max_sessions_per_token", "max_sessions_per_instance", "max_sessions_per_client",
+         "handshake_rate_per_client", "invalid_token_ban_after", "invalid_token_ban_window",
+         "invalid_token_ban_seconds", "client_send_timeout")
 
 
 def select(names: Iterable[str]) -> list[Option]:
