@@ -197,3 +197,31 @@ def test_a_port_in_use_fails_at_once_with_one_clear_error(tmp_path: Path) -> Non
             "xvpvncproxy: error: cannot listen: [Errno 98] Address already in use"]
     finally:
         taken.close()
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
+def test_ctrl_c_while_starting_is_a_clean_stop(tmp_path: Path, delay: float) -> None:
+    """A Ctrl-C that lands while the parent or its workers are still starting (before their
+    handlers are installed) is remembered and honoured once they are: exit 0, no traceback."""
+    bus, ca = start_consoleauth(tmp_path)
+    with ca:
+        log = tmp_path / "novnc.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(VENV_BIN / "novncproxy"), "--log-format", "json", "--novncproxy-host",
+                 "127.0.0.1", "--novncproxy-port", str(free_port()), "--consoleauth-url", bus,
+                 "--workers", "2"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        try:
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(WAIT) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        text = log.read_text()
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-2000:]
+        events = [json.loads(line) for line in text.splitlines() if line.strip()]
+        assert [e for e in events if e["level"] in ("error", "critical")] == []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from gevent import monkey
+from console_common.runtime import early
+
+early.defer_stop_signals()  # first: a Ctrl-C during start-up is a clean stop after it
+
+from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 

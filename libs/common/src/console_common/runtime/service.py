@@ -19,6 +19,8 @@ import gevent.pool
 import greenlet
 import structlog
 
+from console_common.runtime import early
+
 log = structlog.get_logger("service")
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -38,6 +40,12 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def early_stop_signal() -> str | None:
+    """A stop signal that came before the service's handlers were installed (remembered by
+    ``runtime.early``), if any."""
+    return early.stopped[0] if early.stopped else None
+
+
 class Shutdown:
     """Set by SIGTERM/SIGINT; the main greenlet waits on it."""
 
@@ -49,9 +57,12 @@ class Shutdown:
         """The last step of every service's start-up: signals, and the heap settled.
         SIGHUP runs ``on_reload`` (novncproxy: its certificate); without one it is logged
         and ignored (never the default action, which would end the process)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in early.STOP_SIGNALS:
             gevent.signal_handler(sig, self._on_signal, sig)
         gevent.signal_handler(signal.SIGHUP, self._on_reload, on_reload)
+        if (pending := early_stop_signal()) is not None:  # asked to stop while starting
+            self.signal = pending
+            self.event.set()
         # What start-up made (modules, schemas, config) lives as long as the process: out
         # of the collector's scans, full collections stop costing 10+ ms pauses (measured:
         # consoleauth on redis, 100 REQ clients, check_token p99 18 ms -> 6 ms).
@@ -104,8 +115,13 @@ def live_greenlets() -> int:
     the older ones out of the collector's lists): proof that a fault left none behind.
     A heap walk (about 0.1 s per million objects), so only on request:
     ``/healthz?greenlets=1`` on both proxies."""
-    return sum(1 for obj in gc.get_objects()
-               if isinstance(obj, greenlet.greenlet) and not obj.dead)
+    count = 0
+    for obj in gc.get_objects():
+        try:
+            count += isinstance(obj, greenlet.greenlet) and not obj.dead
+        except ReferenceError:  # a weak proxy whose object is gone: not a greenlet
+            pass
+    return count
 
 
 def boot(service: str, config: Any) -> Any:
@@ -113,6 +129,7 @@ def boot(service: str, config: Any) -> Any:
     ignored), the fd limit raised. Returns the service's logger."""
     from console_common.runtime.logging import configure
 
+    early.defer_stop_signals()  # imported late (a test, a tool): from now on at least
     configure(service, config.log_format, config.log_level)
     logger = structlog.get_logger(service)
     for note in config.notes:

@@ -38,6 +38,8 @@ import gevent.event
 import structlog
 
 from console_common.runtime.logging import set_process_fields
+from console_common.runtime.early import defer_stop_signals
+from console_common.runtime.service import early_stop_signal
 
 log = structlog.get_logger("service")
 
@@ -163,6 +165,8 @@ class _Arbiter:
         self.handlers = [gevent.signal_handler(sig, self._on_signal, sig)
                          for sig in (signal.SIGTERM, signal.SIGINT)]
         self.handlers.append(gevent.signal_handler(signal.SIGHUP, self._on_hup))
+        if (early := early_stop_signal()) is not None:  # stopped while starting
+            self._stop(early)
         for index in range(len(self.listeners.per_worker)):
             self._spawn(index)
         log.info("workers.start", workers=len(self.listeners.per_worker),
@@ -211,6 +215,7 @@ class _Arbiter:
                         sock.close()
             for handler in self.handlers:  # the worker installs its own
                 handler.cancel()
+            defer_stop_signals()  # a Ctrl-C while the worker starts: a clean stop after
             set_process_fields(worker=index)
             code = self.serve(socks)
         except BaseException:
