@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import struct
 import time
@@ -27,7 +28,7 @@ from console_common.proto.bus import BadRequest, InvalidToken
 from tests.integration._consoles import start_compute, start_consoleauth
 from tests.integration.test_novnc_protocol import WsClient, frame, http_get, start_proxy
 from tests.integration.test_xvp_protocol import start_xvp
-from tests.support import EVENTS_OF_BUS, ServiceProcess, remember_secret, wait_tcp
+from tests.support import EVENTS_OF_BUS, SECRETS, ServiceProcess, remember_secret, wait_tcp
 
 WAIT = 10.0
 RFB_VERSION = b"RFB 003.008\n"
@@ -426,3 +427,49 @@ def test_waits_for_the_services_to_be_listening(cluster: Cluster) -> None:
     for port in (cluster.novnc_port, cluster.xvp_port, cluster.xvp_metrics, cluster.vnc_port,
                  port_of(cluster.bus), port_of(cluster.events), port_of(cluster.control)):
         wait_tcp("127.0.0.1", port, timeout=2)
+
+
+def test_no_secret_in_metrics_error_pages_or_error_messages(cluster: Cluster) -> None:
+    """After real sessions and refusals: /metrics and /healthz of both proxies, 403 and
+    404 pages, and the bus's error messages hold no token."""
+    c = cluster
+    legit_novnc(c)
+    legit_xvp(c)
+    valid = c.console("novnc")
+    unknown = "Q" * 43  # well-formed, never issued
+    remember_secret(unknown)
+    refused = WsClient(c.novnc_port, f"/websockify?token={unknown}")
+    assert refused.reply.status == 403 and unknown.encode() not in refused.reply.body
+    refused.close()
+    wrong_kind = WsClient(c.novnc_port, f"/websockify?token={c.console('xvpvnc')}")
+    assert wrong_kind.reply.status == 403  # an xvp token is no novnc token
+    wrong_kind.close()
+    for path in (f"/nothing/{valid}?token={valid}", f"/{valid}.html", f"/?token={valid}&x=%ff"):
+        page = http_get(c.novnc_port, path)
+        assert page.status in (200, 404), (path, page.status)
+        assert valid.encode() not in page.body, path
+    with BusClient([c.bus], timeout=5) as client:
+        for token in (unknown, "short", "x" * 300, unknown + "\0"):
+            with pytest.raises((InvalidToken, BadRequest)) as info:
+                client.call("check_token", token=token)
+            assert token not in str(info.value) and token[:20] not in str(info.value)
+    secrets = {s for s in SECRETS if len(s) >= 6}
+    assert valid in secrets  # the session-wide registry saw it
+    for port, path in ((c.novnc_port, "/metrics"), (c.novnc_port, "/healthz"),
+                       (c.xvp_metrics, "/metrics"), (c.xvp_metrics, "/healthz")):
+        body = http_get(port, path).body.decode()
+        assert body, path
+        leaked = [s[:4] + "…" for s in secrets if s in body]
+        assert not leaked, (port, path, leaked)
+    # labels are a closed set of names with short, enumerable values: none can carry a
+    # token, an address or an instance (per-session data lives in logs, never in labels)
+    known = {"reason", "result", "close_reason", "direction", "le", "quantile",
+             "implementation", "major", "minor", "patchlevel", "version"}
+    for port in (c.novnc_port, c.xvp_metrics):
+        for line in http_get(port, "/metrics").body.decode().splitlines():
+            if line.startswith("#") or "{" not in line:
+                continue
+            for name, value in re.findall(r'(\w+)="([^"]*)"', line.split("{", 1)[1]):
+                assert name in known, line
+                assert re.fullmatch(r"[\w.+\-]{0,40}", value), line
+    all_fine(c)
