@@ -58,3 +58,8 @@ netns-down: ## Tear the multi-host layout down
 clean: ## Remove the virtualenv, caches, builds and local state
 	rm -rf .venv .pytest_cache .state dist build services/novnc/web/node_modules
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: soak
+soak: setup ## Long hostile-input runs: 100 000 fuzz inputs per test (about an hour), slowloris at 18 000 connections
+	CONSOLE_FUZZ_PROFILE=soak $(UV) run pytest -q --timeout 7200 tests/fuzz
+	CONSOLE_SLOWLORIS_CONNECTIONS=18000 $(UV) run pytest -q -s tests/integration/test_slowloris.py
