@@ -45,7 +45,7 @@ NEED_DATA: Final = Need.DATA
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[0-9])")
-_STATUS_LINE = re.compile(rb"HTTP/(1\.[0-9]) ([0-9]{3})(?: ([\t\x20-\x7e]*))?")
+_STATUS_LINE = re.compile(rb"HTTP/(1\.[0-9]) ([1-9][0-9]{2})(?: ([\t\x20-\x7e]*))?")
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e]*?)[ \t]*")
 _START_LINE_BYTES = re.compile(rb"[\x20-\x7e\r]*")
 _TLS_HANDSHAKE: Final = 0x16
