@@ -109,3 +109,41 @@ def test_xvp_preamble_gives_a_request_or_a_head_error(data: st.DataObject) -> No
     token = query_param(head.target, "token")
     assert token is None or isinstance(token, str)
     assert isinstance(target_path(head.target), str)
+
+
+_HEADER_VALUES = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60),
+    st.sampled_from(["token=abc; a=\"", "token=\\xff\\xfe", "token=%ff%00", "=;;=", "token",
+                     "http://[::1", "http://a@b", "null", "https://x:99999", "ws://", "[",
+                     "127.0.0.1:6080", "a, b, , c", "\t"]),
+)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80),
+       st.lists(st.tuples(st.sampled_from(["host", "origin", "cookie", "upgrade", "connection",
+                                           "sec-websocket-key", "sec-websocket-version",
+                                           "sec-websocket-protocol", "x-forwarded-for",
+                                           "x-forwarded-proto"]), _HEADER_VALUES),
+                max_size=8))
+def test_novnc_admission_takes_any_parsed_head(target: str,
+                                               headers: list[tuple[str, str]]) -> None:
+    """What novncproxy does with a parsed head before any bus call (pure functions):
+    the WebSocket handshake verdict, the token from query/path/cookie, the Origin check,
+    the client address. Each answers for any head a HeadReader can return."""
+    from console_common.proto.websocket.handshake import Accept, Refusal, server_handshake
+    from novncproxy import admission
+
+    verdict = server_handshake("GET", target, tuple(headers))
+    assert isinstance(verdict, Accept | Refusal)
+    head = dict(headers)
+    token = admission.token_from_request(target, head.get("cookie"))
+    assert token is None or (isinstance(token, str) and token)
+    admission.token_is_plausible(token)
+    admission.refused_target(target)
+    policy = admission.OriginPolicy.from_config(["allowed.example"], ["127.0.0.1"])
+    scheme = admission.effective_scheme(False, "127.0.0.1", head.get("x-forwarded-proto"),
+                                        policy)
+    assert scheme in ("http", "https")
+    origin = admission.check_origin(head.get("origin"), head.get("host"), scheme, policy)
+    assert origin.allowed or origin.reason
+    assert admission.client_address("127.0.0.1", head.get("x-forwarded-for"), policy)
