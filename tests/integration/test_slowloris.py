@@ -7,8 +7,8 @@ deadline (``--request-head-timeout``) closes what never finishes; a legitimate u
 still opens a console (WebSocket + RFB through novncproxy, the xvp preamble + RFB through
 xvpvncproxy, to a fake compute host's console) within a bound, all along.
 
-``CONSOLE_SLOWLORIS_CONNECTIONS`` sets the count (10 000 by default; `make soak` may raise
-it). The figures are printed (see them with ``pytest -s``).
+``CONSOLE_SLOWLORIS_CONNECTIONS`` sets the count (10 000 by default; `make soak` raises
+it), ``CONSOLE_SLOWLORIS_WAVES`` the waves (2). The figures are printed (see them with ``pytest -s``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ COUNT = int(os.environ.get("CONSOLE_SLOWLORIS_CONNECTIONS", "10000"))
 # wave is connected (about 3 000 connections a second here) before the first is cut.
 HEAD_TIMEOUT = max(5.0, COUNT / 2000)
 HOLD = HEAD_TIMEOUT + 1.5  # how long each wave goes on once its connections are open
-WAVES = 2  # the second wave shows the first one's memory is reused, not leaked
+# the second wave shows the first one's memory is reused, not leaked
+WAVES = int(os.environ.get("CONSOLE_SLOWLORIS_WAVES", "2"))
 LEGIT_BOUND = 3.0  # seconds a legitimate console may take during the attack
 RFB_VERSION = b"RFB 003.008\n"
 # What an attacked proxy may cost, on top of its idle figures: per held connection
