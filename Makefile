@@ -61,3 +61,8 @@ netns-down: ## Tear the multi-host layout down
 clean: ## Remove the virtualenv, caches, builds and local state
 	rm -rf .venv .pytest_cache .state dist build services/novnc/web/node_modules
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: soak
+soak: setup ## Long hostile-input runs: 100 000 fuzz inputs per test (about 1 h), slowloris at 18 000 connections
+	CONSOLE_FUZZ_PROFILE=soak $(UV) run pytest -q --timeout 7200 tests/fuzz
+	CONSOLE_SLOWLORIS_CONNECTIONS=18000 CONSOLE_SLOWLORIS_WAVES=5 $(UV) run pytest -q -s --timeout 1200 tests/integration/test_slowloris.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,62 @@ SECRETS: set[str] = set()  # every token/password tests saw; must never appear i
 def remember_secret(value: str) -> str:
     SECRETS.add(value)
     return value
+
+
+# Key material that must never reach a log, whoever's it is: PEM private keys, ZeroMQ
+# certificate secret keys (``secret-key = "..."``), and the secrets found below.
+KEY_MATERIAL = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----|secret-key\s*=")
+_ZMQ_SECRET = re.compile(r'secret-key\s*=\s*"([^"]+)"')
+_PEM_BODY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----\s*([A-Za-z0-9+/=]{32,})")
+_URL_PASSWORD = re.compile(r"://[^:/@\s]*:([^@/\s]+)@")
+
+
+def remember_service_secrets(args: Sequence[str]) -> None:
+    """The secrets a service is started with: VNC passwords in ``--instances``, the CURVE
+    secret key and TLS key it reads, a password in a store URL."""
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == "--instances":
+            for match in re.finditer(r"password=([^;,]+)", value):
+                remember_secret(match.group(1))
+        elif flag in ("--bus-secret-key-file", "--key") and value and Path(value).is_file():
+            text = Path(value).read_text(errors="replace")
+            for match in [*_ZMQ_SECRET.finditer(text), *_PEM_BODY.finditer(text)]:
+                remember_secret(match.group(1))
+    for value in args:
+        for match in _URL_PASSWORD.finditer(value):
+            remember_secret(match.group(1))
+
+
+def remember_bus_call(method: str, args: dict, result: object) -> None:
+    """Tokens a test sent or got over the bus (authorize_console, get_vnc_console...)."""
+    if isinstance(args.get("token"), str):
+        remember_secret(args["token"])
+    for token in args.get("tokens") or ():
+        if isinstance(token, str):
+            remember_secret(token)
+    if isinstance(result, dict) and isinstance(result.get("token"), str):
+        remember_secret(result["token"])
+
+
+def leaks_in_logs(paths: Sequence[Path], secrets: set[str], min_length: int = 6) -> list[str]:
+    """One line per log line holding a secret or key material: ``path:line: what (event)``,
+    the secret itself masked (this report is a log too)."""
+    wanted = sorted((s for s in secrets if len(s) >= min_length), key=len, reverse=True)
+    found = []
+    for path in paths:
+        if not path.exists():
+            continue
+        for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            hits = [s for s in wanted if s in raw]
+            key = KEY_MATERIAL.search(raw)
+            if not hits and key is None:
+                continue
+            masked = raw
+            for secret in hits:
+                masked = masked.replace(secret, f"<secret {secret[:3]}…{len(secret)} chars>")
+            what = "key material" if key is not None and not hits else "a token/password"
+            found.append(f"{path}:{number}: {what}: {masked[:300]}")
+    return found
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -109,6 +166,7 @@ class ServiceProcess:
         full_env.pop("CONSOLE_CONFIG_FILE", None)
         exe = str(VENV_BIN / command)
         args = _with_events(command, list(args), netns)
+        remember_service_secrets(args)
         argv = [exe, "--log-format", "json", *args]
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]

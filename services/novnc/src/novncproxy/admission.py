@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from console_common.proto.httphead import target_query
+
 MAX_TOKEN = 256  # consoleauth accepts 32-256 characters; longer is never valid
 
 # Reasons a request is refused, as the console page knows them (console.js MESSAGES).
@@ -49,7 +51,8 @@ class OriginVerdict:
 
 
 def _query(target: str) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(target).query, keep_blank_values=True)
+    # not urlsplit(target).query: that raises ValueError on ``//[x/?token=T``
+    return parse_qs(target_query(target), keep_blank_values=True)
 
 
 def token_from_request(target: str, cookie_header: str | None = None) -> str | None:

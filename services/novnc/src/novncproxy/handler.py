@@ -20,11 +20,12 @@ here logs a request line (it carries the token).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import gevent
 import structlog
-from console_common.proto.httphead import NEED_DATA, HeadError, HeadReader, Request, render_head
+from console_common.proto.httphead import (NEED_DATA, HeadError, HeadReader, Request, render_head,
+                                           target_path)
 
 from novncproxy.app import ConsoleApp, Refused
 from console_common.net.wsstream import WsStream, shutdown_reads
@@ -132,7 +133,7 @@ class Connection:
 
     def _respond(self, head: Request) -> bool:
         """Answer one request; whether the connection stays open for another."""
-        path = unquote(urlsplit(head.target).path, encoding="latin-1") or "/"
+        path = unquote(target_path(head.target), encoding="latin-1") or "/"
         status, headers, body = self.app.route(head, path, self.peer, self.tls)
         keep = _keep_alive(head) and not self.server.draining
         code, _, reason = status.partition(" ")

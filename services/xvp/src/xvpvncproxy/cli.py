@@ -30,7 +30,7 @@ from console_common.sessions.runner import SHUTDOWN, SessionRegistry
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
-from xvpvncproxy.server import XvpProxy, metrics_app
+from xvpvncproxy.server import MetricsHandler, XvpProxy, metrics_app
 
 OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING, *PROXY, *SECURITY_OPTIONS,
            "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
@@ -76,6 +76,7 @@ def _serve(config: Any, log: Any, socks: list[Any], curve: Any, security: Any = 
         # /metrics and /healthz answer even when every session slot is taken.
         servers.append(WSGIServer(socks[1], metrics_app(metrics, lambda: len(sessions)),
                                   spawn=gevent.pool.Pool(16), log=None,
+                                  handler_class=MetricsHandler,
                                   error_log=logging.getLogger("xvpvncproxy.metrics")))
     for server in servers:
         server.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 import gevent
 import structlog
+from gevent.pywsgi import WSGIHandler
 from console_common.net.bus import BusClient
 from console_common.sessions.admission import Denial, Denied, check_console_token
 from console_common.sessions.control import Control
@@ -208,6 +209,28 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_METRICS_400 = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class MetricsHandler(WSGIHandler):
+    """pywsgi's handler, quiet about bad clients (the metrics port is reachable too): a
+    malformed request gets its 400 and one info line. pywsgi itself logs such a request
+    as an error echoing the raw bytes, prints a bare (non-JSON) traceback for a reset
+    while reading, and lets a BrokenPipe from sending its 400 kill the greenlet."""
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
+        if isinstance(ex, OSError):  # the client left while we read: nobody to answer
+            return None
+        log.info("metrics.bad_request", client=str(self.client_address)[:64],
+                 reason=type(ex).__name__)
+        return ("400", _METRICS_400)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:  # a client gone while we answered is not an error of ours
+            pass
 
 
 def metrics_app(metrics: ProxyMetrics, pool_size: Callable[[], int]) -> WsgiApp:

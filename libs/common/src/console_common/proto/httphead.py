@@ -33,6 +33,7 @@ __all__ = [
     "query_param",
     "render_head",
     "target_path",
+    "target_query",
 ]
 
 
@@ -44,7 +45,7 @@ NEED_DATA: Final = Need.DATA
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[0-9])")
-_STATUS_LINE = re.compile(rb"HTTP/(1\.[0-9]) ([0-9]{3})(?: ([\t\x20-\x7e]*))?")
+_STATUS_LINE = re.compile(rb"HTTP/(1\.[0-9]) ([1-9][0-9]{2})(?: ([\t\x20-\x7e]*))?")
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e]*?)[ \t]*")
 _START_LINE_BYTES = re.compile(rb"[\x20-\x7e\r]*")
 _TLS_HANDSHAKE: Final = 0x16
@@ -172,9 +173,10 @@ class _HeadBuffer:
         if self._skipped + len(buf) > self._max:
             raise self._too_large()
         if self._eof:
+            status = self._error_status  # 400 for a request, 502 for a target's response
             if buf or self._skipped:
-                raise HeadError(400, f"connection closed before the end of the {self._what} head")
-            raise HeadError(400, f"connection closed before any {self._what}")
+                raise HeadError(status, f"connection closed before the end of the {self._what} head")
+            raise HeadError(status, f"connection closed before any {self._what}")
         return NEED_DATA
 
     def _check_first_byte(self, byte: int) -> None:
@@ -262,11 +264,21 @@ def render_head(status: int, reason: str, headers: tuple[tuple[str, str], ...] =
 
 def target_path(target: str) -> str:
     """The path of a request target (``/console?token=T`` -> ``/console``)."""
-    return urlsplit(target).path
+    try:
+        return urlsplit(target).path
+    except ValueError:  # an authority urlsplit refuses (``//[x/...``): the raw path part
+        return target.split("#", 1)[0].split("?", 1)[0]
+
+
+def target_query(target: str) -> str:
+    """The query of a request target, split as urlsplit splits it (fragment first, then
+    the first ``?``) but without parsing the authority: ``//[x/?token=T`` raises nothing
+    (urlsplit raises ValueError on it, which a handler would not expect)."""
+    return target.split("#", 1)[0].partition("?")[2]
 
 
 def query_param(target: str, name: str) -> str | None:
     """The first value of query parameter ``name`` in a request target, percent-decoded;
     ``None`` when absent, ``""`` when present but empty."""
-    values = parse_qs(urlsplit(target).query, keep_blank_values=True).get(name)
+    values = parse_qs(target_query(target), keep_blank_values=True).get(name)
     return values[0] if values else None

@@ -72,6 +72,8 @@ def load_object(data: bytes, what: str) -> dict[str, Any]:
         obj = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what} is not JSON: {exc}") from exc
+    except RecursionError as exc:  # 64 KiB of "[" nests deeper than the parser recurses
+        raise BadRequest(f"{what} is not JSON: nested too deeply") from exc
     if not isinstance(obj, dict):
         raise BadRequest(f"{what} is not a JSON object")
     return obj
@@ -195,7 +197,7 @@ def request_id(data: bytes) -> str | None:
     """Best effort: the id of a request that failed to decode, so the error reply matches."""
     try:
         obj = json.loads(data) if len(data) <= MAX_MESSAGE else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     rid = obj.get("id") if isinstance(obj, dict) else None
     return rid if isinstance(rid, str) and len(rid) <= 64 else None
