@@ -213,7 +213,7 @@ def test_random_and_truncated_bytes_at_every_port(cluster: Cluster) -> None:
         statuses = {a.split(b" ")[1] for a in answers[name] if a}
         assert statuses and statuses <= {b"400", b"431", b"408"}, (name, answers[name])
     c.novnc.wait_for_log("http.bad_request", status=400)
-    assert any(x.get("event") == "xvp.refused" and x.get("status") == 400 for x in c.xvp.lines())
+    assert any(x.get("event") == "session.refused" and x.get("status") == 400 for x in c.xvp.lines())
     all_fine(c)
 
 

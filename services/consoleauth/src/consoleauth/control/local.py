@@ -63,14 +63,14 @@ class LocalSessionBook:
               per_instance: int, now: float) -> tuple[bool, str | None, int]:
         # One pass over the open sessions: claims come only with a limit set, and this
         # process's book holds what its proxies hold (thousands, not millions).
-        token, instance = session.get("token_id"), session["instance_uuid"]
+        tid, instance = session.get("token_id"), session["instance_uuid"]  # a public id
         by_token = by_instance = 0
         for row in self.rows(now):
             if row["session_id"] == session["session_id"]:
                 continue
-            by_token += token is not None and row.get("token_id") == token
+            by_token += tid is not None and row.get("token_id") == tid
             by_instance += row["instance_uuid"] == instance
-        if per_token and token is not None and by_token >= per_token:
+        if per_token and tid is not None and by_token >= per_token:
             return False, "limit_token", by_token
         if per_instance and by_instance >= per_instance:
             return False, "limit_instance", by_instance
