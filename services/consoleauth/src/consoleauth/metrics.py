@@ -8,15 +8,13 @@ read at scrape time by a collector: nothing is added to the request path.
 from __future__ import annotations
 
 import json
-import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import gevent.pool
 import prometheus_client
-from gevent.pywsgi import WSGIServer
+from console_common.net.plainhttp import PlainHttpServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -56,26 +54,21 @@ def metrics_host(listen: str) -> str:
 
 
 def start_metrics(host: str, port: int, counters: Mapping[str, int],
-                  info: Callable[[], dict[str, str]]) -> WSGIServer:
+                  info: Callable[[], dict[str, str]]) -> PlainHttpServer:
     """Serve ``/metrics`` and ``/healthz`` (a small pool of its own: a scrape never waits
     for the bus). Raises OSError when the port cannot be bound."""
     registry = CollectorRegistry()
     registry.register(BusCollector(counters, info))
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+    def route(path: str, _query: str) -> tuple[int, str, bytes]:
         if path == "/metrics":
-            body = prometheus_client.generate_latest(registry)
-            start_response("200 OK", [("Content-Type", prometheus_client.CONTENT_TYPE_LATEST)])
-        elif path == "/healthz":
-            body = json.dumps({"ok": True, "service": "consoleauth", "pid": os.getpid()}).encode()
-            start_response("200 OK", [("Content-Type", "application/json")])
-        else:
-            body = b"not found\n"
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [body]
+            return 200, prometheus_client.CONTENT_TYPE_LATEST, \
+                prometheus_client.generate_latest(registry)
+        if path == "/healthz":
+            return 200, "application/json", json.dumps(
+                {"ok": True, "service": "consoleauth", "pid": os.getpid()}).encode()
+        return 404, "text/plain", b"not found\n"
 
-    server = WSGIServer((host, port), app, spawn=gevent.pool.Pool(16), log=None,
-                        error_log=logging.getLogger("consoleauth.metrics"))
+    server = PlainHttpServer((host, port), route)
     server.start()
     return server

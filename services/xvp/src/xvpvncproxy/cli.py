@@ -10,13 +10,13 @@ from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 
-import logging
 import sys
 from typing import Any
 
 import gevent.pool
 from console_common import __version__
 from console_common.net.bus import BusClient
+from console_common.net.plainhttp import PlainHttpServer
 from console_common.runtime.config import BUS_CLIENT, COMMON, PROXY, RECORDING, parse
 from console_common.sessions.metrics import ProxyMetrics
 from console_common.runtime.keys import curve_client
@@ -27,10 +27,9 @@ from console_common.runtime.workers import bind_listeners, listen, notify_ready,
 from console_common.sessions.control import Control
 from console_common.sessions.limits import LimitPolicy, SessionClock
 from console_common.sessions.runner import SHUTDOWN, SessionRegistry
-from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
-from xvpvncproxy.server import MetricsHandler, XvpProxy, metrics_app
+from xvpvncproxy.server import XvpProxy, metrics_route
 
 OPTIONS = (*COMMON, *BUS_CLIENT, *RECORDING, *PROXY, *SECURITY_OPTIONS,
            "xvpvncproxy_host", "xvpvncproxy_port", "xvpvncproxy_base_url",
@@ -74,10 +73,7 @@ def _serve(config: Any, log: Any, socks: list[Any], curve: Any, security: Any = 
     servers = [StreamServer(socks[0], proxy.handle, spawn=pool)]
     if len(socks) > 1:
         # /metrics and /healthz answer even when every session slot is taken.
-        servers.append(WSGIServer(socks[1], metrics_app(metrics, lambda: len(sessions)),
-                                  spawn=gevent.pool.Pool(16), log=None,
-                                  handler_class=MetricsHandler,
-                                  error_log=logging.getLogger("xvpvncproxy.metrics")))
+        servers.append(PlainHttpServer(socks[1], metrics_route(metrics, lambda: len(sessions))))
     for server in servers:
         server.start()
     log.info("service.start", version=__version__,

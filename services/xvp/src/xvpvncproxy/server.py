@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 import gevent
 import structlog
-from gevent.pywsgi import WSGIHandler
 from console_common.net.bus import BusClient
 from console_common.sessions.admission import Denial, Denied, check_console_token
 from console_common.sessions.control import Control
@@ -208,49 +206,20 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # already closed
 
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+def metrics_route(metrics: ProxyMetrics, pool_size: Callable[[], int]
+                  ) -> Callable[[str, str], tuple[int, str, bytes]]:
+    """The metrics port's pages (net.plainhttp): ``/metrics`` (Prometheus text) and
+    ``/healthz`` (``?greenlets=1`` adds the live greenlets: a heap walk, on request)."""
 
-_METRICS_400 = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-
-
-class MetricsHandler(WSGIHandler):
-    """pywsgi's handler, quiet about bad clients (the metrics port is reachable too): a
-    malformed request gets its 400 and one info line. pywsgi itself logs such a request
-    as an error echoing the raw bytes, prints a bare (non-JSON) traceback for a reset
-    while reading, and lets a BrokenPipe from sending its 400 kill the greenlet."""
-
-    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
-        if isinstance(ex, OSError):  # the client left while we read: nobody to answer
-            return None
-        log.info("metrics.bad_request", client=str(self.client_address)[:64],
-                 reason=type(ex).__name__)
-        return ("400", _METRICS_400)
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except OSError:  # a client gone while we answered is not an error of ours
-            pass
-
-
-def metrics_app(metrics: ProxyMetrics, pool_size: Callable[[], int]) -> WsgiApp:
-    """A WSGI app: ``/metrics`` (Prometheus text) and ``/healthz``."""
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+    def route(path: str, query: str) -> tuple[int, str, bytes]:
         if path == "/metrics":
-            body = metrics.render()
-            start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
-        elif path == "/healthz":
+            return 200, CONTENT_TYPE, metrics.render()
+        if path == "/healthz":
             health = {"ok": True, "service": "xvpvncproxy", "pid": os.getpid(),
                       "sessions": pool_size()}  # this worker's
-            if environ.get("QUERY_STRING") == "greenlets=1":  # a heap walk: on request
+            if query == "greenlets=1":
                 health["greenlets"] = live_greenlets()
-            body = json.dumps(health).encode()
-            start_response("200 OK", [("Content-Type", "application/json")])
-        else:
-            body = b"not found\n"
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [body]
+            return 200, "application/json", json.dumps(health).encode()
+        return 404, "text/plain", b"not found\n"
 
-    return app
+    return route

@@ -110,8 +110,8 @@ EVENTS: tuple[Event, ...] = (
     _ev("xvp.closed", (XVP,), "info", "A client closed before sending a whole preamble "
         "(a health probe): nobody to answer, not a refusal.", "xvpvncproxy/server.py",
         detail="str", client="str", client_port="int"),
-    _ev("metrics.bad_request", (XVP,), "info", "A malformed request on xvpvncproxy's "
-        "metrics port got its 400.", "xvpvncproxy/server.py", client="str", reason="str"),
+    _ev("metrics.bad_request", (XVP, CONSOLEAUTH), "info", "A malformed request on a "
+        "metrics port got its 400/431.", "net/plainhttp.py", client="str", reason="str"),
     _ev("xvp.client_gone", (XVP,), "info", "The client left before its 200 OK was sent.",
         "xvpvncproxy/server.py", SESSION, reason="str"),
     _ev("client.banned", PROXIES, "warning", "A client sent too many invalid tokens and is "
