@@ -57,15 +57,18 @@ def remember_service_secrets(args: Sequence[str]) -> None:
             remember_secret(match.group(1))
 
 
+TOKEN_MIN = 32  # a token is 32-256 characters (DESIGN): shorter strings a test sends are
+# deliberate garbage, not secrets, and a short one (say "abc123") would match by chance
+# inside the hex of some session id
+
+
 def remember_bus_call(method: str, args: dict, result: object) -> None:
     """Tokens a test sent or got over the bus (authorize_console, get_vnc_console...)."""
-    if isinstance(args.get("token"), str):
-        remember_secret(args["token"])
-    for token in args.get("tokens") or ():
-        if isinstance(token, str):
+    sent = [args.get("token"), *(args.get("tokens") or ())]
+    got = [result.get("token")] if isinstance(result, dict) else []
+    for token in (*sent, *got):
+        if isinstance(token, str) and len(token) >= TOKEN_MIN:
             remember_secret(token)
-    if isinstance(result, dict) and isinstance(result.get("token"), str):
-        remember_secret(result["token"])
 
 
 def leaks_in_logs(paths: Sequence[Path], secrets: set[str], min_length: int = 6) -> list[str]:

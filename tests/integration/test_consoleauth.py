@@ -197,8 +197,10 @@ def test_caller_supplied_tokens(tmp_path) -> None:
         given = remember_secret(str(uuid.uuid4()))
         assert authorize(ep, "--token", given)["token"] == given
         assert ctl_json("check", given, "--consoleauth-url", ep)["instance_uuid"] == UUID
+        # too short to be a token; not hex either, so the secrets scan cannot find it by
+        # chance inside some session id
         short = consolectl("authorize", "--consoleauth-url", ep, "--host", "h", "--port", "1",
-                           "--instance-uuid", UUID, "--token", remember_secret("abc123"))
+                           "--instance-uuid", UUID, "--token", remember_secret("short-token"))
         assert short.returncode == 2
         assert "refused the request" in short.stderr and "32-256" in short.stderr
         with BusClient([ep], timeout=2) as client, pytest.raises(BadRequest):
