@@ -57,12 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, novnc_dir: Path) -> Iterator
             ca, bus = start_consoleauth(root)
             services.append(ca)
             port = free_port()
-            instances = ",".join([
-                f"q-x509none=vnc://127.0.0.1:{s.qemu_x509none}",
-                f"q-x509vnc=vnc://127.0.0.1:{s.qemu_x509vnc};qmp={s.qemu_x509vnc_qmp}",
-                f"q-vnc=vnc://127.0.0.1:{s.qemu_vnc};qmp={s.qemu_vnc_qmp}",
-                f"xv=vnc://127.0.0.1:{s.xvnc};password={XVNC_PASSWORD}",
-            ])
+            instances = ",".join(s.instances())
             compute = start_compute(
                 root, bus, instances, "--novncproxy-base-url",
                 f"http://127.0.0.1:{port}/vnc_auto.html", builtin=0)

@@ -80,6 +80,14 @@ class Servers:
     xvnc: int = 0
     procs: list[subprocess.Popen] = field(default_factory=list)
 
+    def instances(self) -> list[str]:
+        """The fake compute host's ``--instances`` entries for these servers: q-x509none,
+        q-x509vnc and q-vnc (one-time passwords over QMP), xv (Xvnc's password)."""
+        return [f"q-x509none=vnc://127.0.0.1:{self.qemu_x509none}",
+                f"q-x509vnc=vnc://127.0.0.1:{self.qemu_x509vnc};qmp={self.qemu_x509vnc_qmp}",
+                f"q-vnc=vnc://127.0.0.1:{self.qemu_vnc};qmp={self.qemu_vnc_qmp}",
+                f"xv=vnc://127.0.0.1:{self.xvnc};password={XVNC_PASSWORD}"]
+
 
 def _free_display() -> int:
     for n in range(600, 700):

@@ -72,13 +72,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             services.append(ca)
             novnc_port, xvp_port, wrong_port = free_port(), free_port(), free_port()
             s = servers
-            instances = ",".join([
-                "vm-open",  # the built-in console: security None only
-                f"q-x509none=vnc://127.0.0.1:{s.qemu_x509none}",
-                f"q-x509vnc=vnc://127.0.0.1:{s.qemu_x509vnc};qmp={s.qemu_x509vnc_qmp}",
-                f"q-vnc=vnc://127.0.0.1:{s.qemu_vnc};qmp={s.qemu_vnc_qmp}",
-                f"xv=vnc://127.0.0.1:{s.xvnc};password={XVNC_PASSWORD}",
-            ])
+            # vm-open: the built-in console, security None only
+            instances = ",".join(["vm-open", *s.instances()])
             compute = start_compute(
                 root, bus, instances, "--novncproxy-base-url",
                 f"http://127.0.0.1:{novnc_port}/vnc_auto.html", "--xvpvncproxy-base-url",

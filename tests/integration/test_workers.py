@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -150,27 +151,39 @@ def _xvp_token(bus: str, port: int) -> str:
                                            instance_uuid="vm-w")["token"])
 
 
+def _ctrl_c_to_group(log: Path, bus: str, port: int, workers: int,
+                     before: Callable[[subprocess.Popen], None]) -> None:
+    """novncproxy with ``workers`` in a process group of its own, logging to ``log``; once
+    ``before(proc)`` returns, a terminal's Ctrl-C to the group: it must exit 0."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "novncproxy"), "--log-format", "json", "--novncproxy-host",
+             "127.0.0.1", "--novncproxy-port", str(port), "--consoleauth-url", bus,
+             "--workers", str(workers)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        before(proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def test_ctrl_c_to_the_process_group_is_a_clean_stop(tmp_path: Path) -> None:
     """A terminal's Ctrl-C signals the parent and every worker at once."""
     bus, ca = start_consoleauth(tmp_path)
     with ca:
         port = free_port()
         log = tmp_path / "novnc.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(VENV_BIN / "novncproxy"), "--log-format", "json", "--novncproxy-host", "127.0.0.1",
-                 "--novncproxy-port", str(port), "--consoleauth-url", bus, "--workers", "3"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
-        try:
+
+        def ready(proc: subprocess.Popen) -> None:
             wait_tcp("127.0.0.1", port)
             wait_children(proc.pid, 3)
-            os.killpg(proc.pid, signal.SIGINT)
-            assert proc.wait(WAIT) == 0
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+
+        _ctrl_c_to_group(log, bus, port, 3, ready)
         events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         assert [e for e in events if e["level"] in ("error", "critical")] == []
         assert sum(e["event"] == "service.stop" for e in events) == 3
@@ -206,21 +219,7 @@ def test_ctrl_c_while_starting_is_a_clean_stop(tmp_path: Path, delay: float) -> 
     bus, ca = start_consoleauth(tmp_path)
     with ca:
         log = tmp_path / "novnc.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(VENV_BIN / "novncproxy"), "--log-format", "json", "--novncproxy-host",
-                 "127.0.0.1", "--novncproxy-port", str(free_port()), "--consoleauth-url", bus,
-                 "--workers", "2"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
-        try:
-            time.sleep(delay)
-            os.killpg(proc.pid, signal.SIGINT)
-            assert proc.wait(WAIT) == 0
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        _ctrl_c_to_group(log, bus, free_port(), 2, lambda _proc: time.sleep(delay))
         text = log.read_text()
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-2000:]
         events = [json.loads(line) for line in text.splitlines() if line.strip()]
