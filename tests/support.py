@@ -110,6 +110,16 @@ def wait_tcp(host: str, port: int, timeout: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+def console_token(control: str, kind: str, instance: str = "vm-1") -> str:
+    """A console token from a fake compute host's control endpoint (``get_vnc_console``, as
+    Nova's compute would), remembered as a secret."""
+    from console_common.net.bus import BusClient
+
+    with BusClient([control], timeout=5) as client:
+        reply = client.call("get_vnc_console", instance_id=instance, console_type=kind)
+    return remember_secret(reply["token"])
+
+
 def wait_bus(endpoint: str, timeout: float = 15.0, method: str = "ping") -> dict:
     from console_common.net.bus import BusClient
     from console_common.proto.bus import BusUnavailable

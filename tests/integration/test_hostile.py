@@ -28,7 +28,8 @@ from console_common.proto.bus import BadRequest, InvalidToken
 from tests.integration._consoles import start_compute, start_consoleauth
 from tests.integration.test_novnc_protocol import WsClient, frame, http_get, start_proxy
 from tests.integration.test_xvp_protocol import start_xvp
-from tests.support import EVENTS_OF_BUS, SECRETS, ServiceProcess, remember_secret, wait_tcp
+from tests.support import (EVENTS_OF_BUS, SECRETS, ServiceProcess, console_token,
+                           remember_secret, wait_tcp)
 
 WAIT = 10.0
 RFB_VERSION = b"RFB 003.008\n"
@@ -59,9 +60,7 @@ class Cluster:
     xvp_metrics: int
 
     def console(self, kind: str) -> str:
-        with BusClient([self.control], timeout=5) as client:
-            return remember_secret(client.call("get_vnc_console", instance_id="vm-1",
-                                               console_type=kind)["token"])
+        return console_token(self.control, kind)
 
     def services(self) -> list[ServiceProcess]:
         return [self.ca, self.compute, self.novnc, self.xvp]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from console_common.net.bus import BusClient
 from console_common.proto.recording import CLIENT, NOTE, SERVER, decode
 from console_common.proto.rfb import (NEED_DATA, RGB565, FramebufferUpdate,
                                       FramebufferUpdateRequest, KeyEvent, PointerEvent,
@@ -25,7 +24,7 @@ from console_common.proto.rfb import (NEED_DATA, RGB565, FramebufferUpdate,
 
 from tests.integration._consoles import ctl_json, start_compute, start_consoleauth
 from tests.integration.test_novnc_protocol import WsClient, frame
-from tests.support import ServiceProcess, free_port, remember_secret, wait_tcp
+from tests.support import ServiceProcess, console_token, free_port, wait_tcp
 
 MAX_BYTES = 300_000
 KEY_A = b"\x04\x01\x00\x00\x00\x00\x00\x61"
@@ -43,9 +42,7 @@ class Stack:
     xvp_dir: Path
 
     def token(self, console_type: str) -> str:
-        with BusClient([self.compute], timeout=5) as bus:
-            reply = bus.call("get_vnc_console", instance_id="vm-1", console_type=console_type)
-        return remember_secret(reply["token"])
+        return console_token(self.compute, console_type)
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from console_common.net.bus import BusClient
 
 from tests.integration._consoles import start_compute, start_consoleauth
 from tests.integration.test_novnc_protocol import WsClient, start_proxy
 from tests.integration.test_xvp_protocol import start_xvp
-from tests.support import ServiceProcess, remember_secret
+from tests.support import ServiceProcess, console_token
 
 COUNT = int(os.environ.get("CONSOLE_SLOWLORIS_CONNECTIONS", "10000"))
 # The proxies' request-head deadline in this test: long enough that every attacker of a
@@ -83,9 +82,7 @@ class Cluster:
     control: str
 
     def console(self, kind: str) -> str:
-        with BusClient([self.control], timeout=5) as client:
-            return remember_secret(client.call("get_vnc_console", instance_id="vm-1",
-                                               console_type=kind)["token"])
+        return console_token(self.control, kind)
 
 
 @pytest.fixture(scope="module")
