@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from console_common.proto.tokens import token_hash
+from console_common.sessions.runner import CLIENT_STALLED, IDLE_TIMEOUT, MAX_AGE, PEER_DEAD
 
 log = structlog.get_logger("limits")
 
@@ -188,9 +189,6 @@ class SessionClock:
     has data for them that they have not taken for ``send_timeout`` (``client_stalled``).
     One greenlet, not a timer per session: 10 000 idle sessions cost one loop a second."""
 
-    IDLE, MAX_AGE = "idle_timeout", "max_age"
-    PEER_DEAD, STALLED = "peer_dead", "client_stalled"
-
     def __init__(self, policy: LimitPolicy, sessions: Any,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.policy, self.sessions, self._clock = policy, sessions, clock
@@ -225,23 +223,23 @@ class SessionClock:
 
     def _why(self, session: Any, state: _Seen, now: float, policy: LimitPolicy) -> str | None:
         if policy.max_age and session.age() >= policy.max_age:
-            return self.MAX_AGE
+            return MAX_AGE
         if policy.idle_timeout and now - state.changed >= policy.idle_timeout:
-            return self.IDLE
+            return IDLE_TIMEOUT
         if policy.send_timeout:
             if not session.sending_down:
                 state.stalled_since = None
             elif state.stalled_since is None:
                 state.stalled_since = now
             elif now - state.stalled_since >= policy.send_timeout:
-                return self.STALLED
+                return CLIENT_STALLED
         stream = getattr(session, "client_stream", None)
         ping = getattr(stream, "ping", None)
         if ping is None:
             return None  # not a WebSocket (xvp): TCP keepalive instead
         since = stream.ping_unanswered_since
         if policy.ping_timeout and since is not None and now - since >= policy.ping_timeout:
-            return self.PEER_DEAD
+            return PEER_DEAD
         if policy.ping_interval and now - state.pinged >= policy.ping_interval:
             state.pinged = now
             ping(now)

@@ -60,8 +60,9 @@ log = structlog.get_logger("session")
 
 # A session cut from outside: the reason is also what the client is told, in the proxy's words.
 SHUTDOWN, REVOKED, DISCONNECTED = "shutdown", "revoked", "disconnected"
-IDLE_TIMEOUT, MAX_AGE = "idle_timeout", "max_age"  # sessions.limits
-PEER_DEAD, CLIENT_STALLED = "peer_dead", "client_stalled"  # sessions.limits: nobody reads
+# ... and by the session clock (sessions.limits): time limits, and clients that read nothing
+IDLE_TIMEOUT, MAX_AGE = "idle_timeout", "max_age"
+PEER_DEAD, CLIENT_STALLED = "peer_dead", "client_stalled"
 
 
 class Session:
