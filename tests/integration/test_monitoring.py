@@ -379,7 +379,12 @@ def test_lnav_shows_the_suite_logs_as_columns(suite: Suite, traffic: Counter, tm
         want = traffic["novnc_sessions" if proc.name == "novncproxy" else "xvp_sessions"]
         _poll(f"{proc.name} session.end lines", lambda p=proc, w=want: sum(
             line.get("event") == "session.end" for line in p.lines()) >= w, True)
-    files = [proc.log_path for proc in suite.services]
+    # a snapshot: the services still log (consoleauth is down after the test above, so a
+    # proxy may log control.report_failed at any time) and both readers must see one state
+    files = []
+    for proc in suite.services:
+        files.append(tmp_path / proc.log_path.name)
+        files[-1].write_bytes(proc.log_path.read_bytes())
 
     # what lnav makes of them, against the lines read directly
     lines = [line for path in files for line in parse_log(path)]
