@@ -26,6 +26,7 @@ from dataclasses import astuple, fields
 from typing import Any
 
 import gevent
+import orjson
 
 from consoleauth.stores.base import Pending, StoreUnavailable, TokenRecord
 from consoleauth.stores.redis_link import Op, RedisLink
@@ -78,7 +79,7 @@ _BEFORE_PASSWORD = tuple(f for f in _FIELDS if f != "password")
 
 
 def _decode_record(raw: bytes) -> TokenRecord:
-    value = json.loads(raw.decode("utf-8"))  # ours: UTF-8, no encoding sniffing
+    value = orjson.loads(raw)  # half json.loads's time, on every record of every check
     if type(value) is not list:
         return TokenRecord(**value)
     if len(value) == len(_BEFORE_PASSWORD):

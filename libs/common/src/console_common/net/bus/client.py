@@ -36,6 +36,7 @@ import zmq
 from gevent import get_hub
 
 from console_common.net.addresses import ip_family
+from console_common.net.bus.zsock import readable, recv_frames, send_frames
 from console_common.proto.bus.errors import (
     BadRequest,
     BusProtocolError,
@@ -119,7 +120,7 @@ class _Channel:
         waiter = gevent.event.AsyncResult()
         self.waiting[rid] = waiter
         try:
-            self.sock.send_multipart((rid, b"", payload), zmq.NOBLOCK)
+            send_frames(self.sock, (rid, b"", payload))
         except zmq.ZMQError:
             del self.waiting[rid]
             raise
@@ -128,8 +129,8 @@ class _Channel:
 
     def _dispatch(self) -> None:
         sock, waiting = self.sock, self.waiting
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+        while readable(sock):
+            frames = recv_frames(sock)
             self.last_reply = time.monotonic()
             if len(frames) == 3 and not frames[1]:
                 waiter = waiting.pop(frames[0], None)

@@ -44,6 +44,7 @@ from console_common.proto.bus.errors import (DeadlineExceeded, Forbidden, Intern
                                              RemoteError, Unavailable)
 from console_common.proto.bus.protocol import (MAX_MESSAGE, Request, decode_request, encode_error,
                                          encode_result, request_id)
+from console_common.net.bus.zsock import readable, recv_frames, send_frames
 from console_common.net.throttle import Throttle
 
 Handler = Callable[[Any], Any]
@@ -149,11 +150,11 @@ class BusServer:
         sock = self._sock
         curve = self._curve is not None
         # with CURVE, frames keep their properties: the role the ZAP handler gave the key
-        recv = partial(sock.recv_multipart, zmq.NOBLOCK, copy=not curve)
-        events = partial(sock.getsockopt, zmq.EVENTS)
+        recv = partial(recv_frames, sock, copy=not curve)
+        ready = partial(readable, sock)
         while not self._stopping.is_set():
             self._wake.clear()
-            if not events() & zmq.POLLIN:
+            if not ready():
                 # Watch the fd only while asleep: a level-triggered watcher left running
                 # fires on every loop turn while input is queued and starves the hub.
                 self._watcher.start(self._wake.set)
@@ -167,7 +168,7 @@ class BusServer:
                 for _ in range(DRAIN_BATCH):
                     # asked first: an Again raised at the end of every batch cost ~6 % of
                     # consoleauth's CPU under load (the exception and its ZMQError set-up)
-                    if not events() & zmq.POLLIN:
+                    if not ready():
                         break
                     try:
                         frames = recv()
@@ -334,14 +335,14 @@ class BusServer:
         if self._sock is None:
             return
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(self._sock, frames)
         except zmq.ZMQError as exc:  # peer gone or its queue full: it will retry
             self.counters["reply_dropped"] += 1
             log.debug("bus.reply_dropped", error=str(exc))
 
     def _wake_if_pending(self) -> None:
         # Sending may consume the fd's edge for pending input: wake the loop if so.
-        if self._sock is not None and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._sock is not None and readable(self._sock):
             self._wake.set()
 
     def stop(self, grace: float = 5.0) -> None:
