@@ -3,11 +3,11 @@
 Callers queue operations (``submit``) and get a Pending. An operation submitted while
 nothing is in flight is written at once, so Redis answers it while the bus server decodes
 the rest of its drain batch (plain REQ callers arrive in waves of about 8: 15-17k -> 18-19k
-checks/s, measured); everything queued after it, while the hub runs other work, goes out
+checks/s, measured). Everything queued after it, while the hub runs other work, goes out
 as one write when the hub next turns (a ``run_callback``), the lookups among it merged
-into one ``MGET``. Replies are read when the socket is
-readable (an I/O watcher), parsed with the sans-I/O RESP parser and handed to each
-operation's Pending in order, whose callbacks (the bus server's replies) run right there.
+into one ``MGET``. Replies are read when the socket is readable (an I/O watcher), parsed
+with the sans-I/O RESP parser and handed to each operation's Pending in order, whose
+callbacks (the bus server's replies) run right there.
 No greenlet switch and no thread hand-off on the way: on two cores a check's Redis round
 trip costs about what the wake-ups cost, so every hop saved shows in checks/s.
 
