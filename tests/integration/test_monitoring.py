@@ -28,6 +28,7 @@ import pytest
 from console_common.net.bus import BusClient
 
 from tests.integration.test_novnc_protocol import TcpServer, WsClient, echo, frame
+from tests.integration.test_xvp_protocol import OK, read_exactly
 from tests.support import REPO, ServiceProcess, free_port, parse_log, remember_secret, wait_bus, wait_tcp
 
 PROMETHEUS_DIR = REPO / "monitoring" / "prometheus"
@@ -112,13 +113,13 @@ class Suite:
         sock = socket.create_connection(("127.0.0.1", self.xvp_port), timeout=10)
         sock.sendall(f"CONNECT /console?token={self.authorize('xvpvnc')} HTTP/1.0\r\n\r\n"
                      .encode())
-        assert _read_exactly(sock, 19) == b"HTTP/1.1 200 OK\r\n\r\n"
+        assert read_exactly(sock, len(OK)) == OK
         return sock
 
     def xvp_session(self, payload: bytes) -> None:
         with self.xvp_open() as sock:
             sock.sendall(payload)
-            assert _read_exactly(sock, len(payload)) == payload
+            assert read_exactly(sock, len(payload)) == payload
 
     def novnc_refused(self) -> None:
         ws = WsClient(self.novnc_port, "/websockify?token=not-a-valid-token-" + "x" * 30)
@@ -143,15 +144,6 @@ class Suite:
     def api(self, path: str) -> dict:
         with urllib.request.urlopen(f"{self.prometheus}{path}", timeout=5) as resp:
             return json.load(resp)["data"]
-
-
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        data = sock.recv(n - len(out))
-        assert data, f"closed after {len(out)} of {n} bytes"
-        out += data
-    return out
 
 
 def _prometheus_config(suite: Suite) -> dict:
