@@ -32,6 +32,7 @@ from consoleauth.stores.base import Pending, StoreUnavailable, TokenRecord
 from consoleauth.stores.redis_link import Op, RedisLink
 
 _T, _I, _EXPIRY = "console:token:", "console:instance:", "console:expiry"
+_TB = _T.encode()
 
 # KEYS: token, instance set, expiry index. ARGV: record JSON, ttl ms, hash, expires_at.
 _AUTHORIZE = """
@@ -87,6 +88,12 @@ def _decode_record(raw: bytes) -> TokenRecord:
     return TokenRecord(*value)
 
 
+def _live_records(raws: list[bytes | None], now: float) -> list[TokenRecord | None]:
+    """An MGET's values as records; missing or expired ones None."""
+    records = [_decode_record(raw) if raw is not None else None for raw in raws]
+    return [r if r is not None and r.live(now) else None for r in records]
+
+
 class RedisStore:
     name = "redis"
     reads_wait = True  # get/count wait for a round trip (lookup never waits)
@@ -131,12 +138,7 @@ class RedisStore:
 
     @staticmethod
     def _lookup_op(token_hashes: list[str], now: float) -> Op:
-        def parse(raws: list[bytes | None]) -> list[TokenRecord | None]:
-            records = [_decode_record(raw) if raw is not None else None
-                       for raw in raws]
-            return [r if r is not None and r.live(now) else None for r in records]
-
-        return Op(keys=[_T + h for h in token_hashes], parse=parse)
+        return Op(keys=[_TB + h.encode() for h in token_hashes], parse=_live_records, arg=now)
 
     def delete(self, token_hash: str) -> None:
         self._command("EVAL", _DELETE_TOKEN, 2, _T + token_hash, _EXPIRY, token_hash, _I)

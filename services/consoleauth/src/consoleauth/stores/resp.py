@@ -42,6 +42,13 @@ def encode(*args: Any) -> bytes:
     return b"".join(out)
 
 
+def mget(keys: list[bytes]) -> bytes:
+    """``encode("MGET", *keys)`` for keys already bytes: the hot command, built in one
+    pass (a third of encode's time for a batch's keys)."""
+    return b"*%d\r\n$4\r\nMGET\r\n%s" % (len(keys) + 1, b"".join(
+        [b"$%d\r\n%s\r\n" % (len(key), key) for key in keys]))
+
+
 class _Incomplete(Exception):
     pass
 

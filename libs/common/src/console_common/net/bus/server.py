@@ -111,6 +111,7 @@ class BusServer:
         self.endpoint = endpoint
         self._handlers = dict(handlers)
         self._known = frozenset(self._handlers)
+        self._ok = {method: f"{method}.ok" for method in self._handlers}  # counter keys
         self._pool = gevent.pool.Pool(pool_size)
         # A plain (non-green) context of our own: the loop only makes non-blocking calls and
         # waits on the fd through the hub itself (see module docstring).
@@ -224,23 +225,23 @@ class BusServer:
         call = _Call(envelope, request, time.monotonic() + (
             budget / 1000 if budget is not None else self._handler_timeout))
         handler = self._handlers[request.method]
-        if request.method in self._role_aware:
-            handler = partial(handler, role=role)
+        # (fn, args) pairs rather than closures: no function object made per request
+        args = (request.args, role) if request.method in self._role_aware else (request.args,)
         if request.method in self._inline:
-            reply = self._run(call, lambda: handler(request.args))
+            reply = self._run(call, handler, args)
             if reply is not None:
                 self._reply(envelope, reply)
             return  # None: the reply comes later (a pooled greenlet, a settled Later)
-        self._spawn(call, lambda: handler(request.args))
+        self._spawn(call, handler, args)
 
-    def _spawn(self, call: _Call, fn: Callable[[], Any]) -> None:
+    def _spawn(self, call: _Call, fn: Callable[..., Any], args: tuple = ()) -> None:
         if self._pool.full():  # answer now rather than stall every other caller
             self._reply(call.envelope, self._failed(call.request, Unavailable(
                 f"server busy: {self._pool.size} requests in progress")))
             return
-        self._pool.spawn(self._handle_pooled, call, fn)
+        self._pool.spawn(self._handle_pooled, call, fn, args)
 
-    def _handle_pooled(self, call: _Call, fn: Callable[[], Any]) -> None:
+    def _handle_pooled(self, call: _Call, fn: Callable[..., Any], args: tuple) -> None:
         request, reply = call.request, None
         left = call.deadline - time.monotonic()
         if request.budget_ms is not None:  # answer a little early: it must reach the caller
@@ -250,7 +251,7 @@ class BusServer:
             if limit <= 0:
                 raise _Overrun
             with gevent.Timeout(limit, _Overrun):
-                reply = self._run(call, fn, pooled=True)
+                reply = self._run(call, fn, args, pooled=True)
         except _Overrun:
             if request.budget_ms is not None and left <= self._handler_timeout:  # the budget
                 error: RemoteError = DeadlineExceeded(
@@ -265,21 +266,22 @@ class BusServer:
             if reply is not None:
                 self._reply(call.envelope, reply)
 
-    def _run(self, call: _Call, fn: Callable[[], Any], pooled: bool = False) -> bytes | None:
-        """Run a handler; the encoded reply, or None when it comes later."""
+    def _run(self, call: _Call, fn: Callable[..., Any], args: tuple,
+             pooled: bool = False) -> bytes | None:
+        """Run ``fn(*args)`` (a handler, a Later's ``then``); the encoded reply, or None
+        when it comes later."""
         request = call.request
         try:
-            result = fn()
+            result = fn(*args)
             if isinstance(result, Later) and not pooled:
                 later = result
                 later.result.rawlink(lambda settled: self._settle(call, later))
                 return None
             if isinstance(result, Deferred):
-                deferred = result
                 if not pooled:
-                    self._spawn(call, lambda: deferred.fn(call.deadline))
+                    self._spawn(call, result.fn, (call.deadline,))
                     return None
-                result = deferred.fn(call.deadline)
+                result = result.fn(call.deadline)
             if isinstance(result, Later):  # in a pooled greenlet: wait for it here
                 result.result.wait()
                 result = result.then(result.result)
@@ -290,13 +292,13 @@ class BusServer:
             self.counters["internal_error"] += 1
             log.error("bus.handler_failed", method=request.method, exc_info=True)
             return encode_error(InternalError.type, f"internal error in {request.method}", request.id)
-        self.counters[f"{request.method}.ok"] += 1
+        self.counters[self._ok[request.method]] += 1
         if len(reply) > MAX_MESSAGE:
             return self._failed(request, InternalError("reply too large"))
         return reply
 
     def _settle(self, call: _Call, later: Later) -> None:
-        reply = self._run(call, lambda: later.then(later.result))
+        reply = self._run(call, later.then, (later.result,))
         if reply is not None:
             self._reply(call.envelope, reply)
 
