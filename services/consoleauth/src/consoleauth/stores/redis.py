@@ -90,8 +90,11 @@ def _decode_record(raw: bytes) -> TokenRecord:
 
 def _live_records(raws: list[bytes | None], now: float) -> list[TokenRecord | None]:
     """An MGET's values as records; missing or expired ones None."""
-    records = [_decode_record(raw) if raw is not None else None for raw in raws]
-    return [r if r is not None and r.live(now) else None for r in records]
+    out: list[TokenRecord | None] = []
+    for raw in raws:
+        record = _decode_record(raw) if raw is not None else None
+        out.append(record if record is not None and record.live(now) else None)
+    return out
 
 
 class RedisStore:

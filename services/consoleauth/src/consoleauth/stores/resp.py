@@ -112,7 +112,7 @@ class RespParser:
             count = _int(rest)
             if count < 0:
                 return None
-            return [self._reply() for _ in range(count)]
+            return self._array(count)
         if kind == b":":
             return _int(rest)
         if kind == b"+":
@@ -120,6 +120,33 @@ class RespParser:
         if kind == b"-":
             return RespError(rest.decode(errors="replace"))
         raise RespProtocolError(f"unknown reply type {kind!r}")
+
+
+    def _array(self, count: int) -> list[Any]:
+        # An MGET's reply is an array of bulk strings, one per key of the batch: those
+        # are read here without a call each (any other element goes through _reply).
+        buf, out = self._buf, []
+        for _ in range(count):
+            pos = self._pos
+            end = buf.find(b"\r\n", pos)
+            if buf[pos:pos + 1] != b"$" or end < 0:
+                out.append(self._reply())
+                continue
+            size = _int(buf[pos + 1:end])
+            if size < 0:
+                out.append(None)
+                self._pos = end + 2
+                continue
+            if size > MAX_BULK:
+                raise RespProtocolError(f"bulk string of {size} bytes")
+            stop = end + 2 + size
+            if len(buf) < stop + 2:
+                raise _Incomplete
+            if buf[stop:stop + 2] != b"\r\n":
+                raise RespProtocolError("bulk string not followed by CRLF")
+            out.append(buf[end + 2:stop])
+            self._pos = stop + 2
+        return out
 
 
 def _int(data: bytes) -> int:
