@@ -96,9 +96,11 @@ def _validated(state: State, args: CheckTokenArgs, hashed: str, record: TokenRec
 def _connect_info(state: State, args: CheckTokenArgs, hashed: str, record: TokenRecord,
                   reveal: bool) -> ConnectInfo:
     state.counters["check.ok"] += 1
+    if record.password is None:
+        # A TokenRecord is a ConnectInfo; the bus writes only its connect-info fields
+        # (building a separate ConnectInfo was a tenth of a Redis check's reply path).
+        return record
     info = record.connect_info()
-    if info.password is None:
-        return info
     password = unseal(args.token, hashed, info.password) if reveal else None
     if reveal and password is None:  # altered in the store: say so, answer without it
         state.counters["check.password_unsealable"] += 1

@@ -213,7 +213,7 @@ def _connect_info_dict(info: ConnectInfo) -> dict[str, Any]:
 
 
 def _batch_item(item: Any) -> dict[str, Any]:
-    if type(item) is ConnectInfo:
+    if isinstance(item, ConnectInfo):
         return {"ok": True, "result": _connect_info_dict(item)}
     if isinstance(item, RemoteError):
         return {"ok": False, "error": {"type": item.type, "message": item.message[:2000]}}
@@ -221,7 +221,9 @@ def _batch_item(item: Any) -> dict[str, Any]:
 
 
 def encode_result(method: str, result: Any, id: str | None = None) -> bytes:
-    if type(result) is ConnectInfo:  # the hot reply: a frozen dataclass, fields fixed
+    # The hot reply: a ConnectInfo, or anything extending it (consoleauth's TokenRecord),
+    # of which only the connect-info fields are written.
+    if isinstance(result, ConnectInfo):
         dumped = _connect_info_dict(result)
         return _dumps({"v": VERSION, "id": id, "ok": True, "result": dumped})
     if type(result) is CheckTokensResult:
