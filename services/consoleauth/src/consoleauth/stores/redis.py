@@ -141,7 +141,7 @@ class RedisStore:
 
     @staticmethod
     def _lookup_op(token_hashes: list[str], now: float) -> Op:
-        return Op(keys=[_TB + h.encode() for h in token_hashes], parse=_live_records, arg=now)
+        return Op([_TB + h.encode() for h in token_hashes], None, _live_records, now)
 
     def delete(self, token_hash: str) -> None:
         self._command("EVAL", _DELETE_TOKEN, 2, _T + token_hash, _EXPIRY, token_hash, _I)

@@ -102,7 +102,7 @@ class Op(Pending):
 
     def __init__(self, keys: list[bytes] | None = None, command: tuple | None = None,
                  parse: Callable[[Any, Any], Any] | None = None, arg: Any = None) -> None:
-        super().__init__()
+        Pending.__init__(self)
         self.keys, self.command, self.parse, self.arg = keys, command, parse, arg
 
     def settle(self, value: Any) -> None:

@@ -167,12 +167,8 @@ class BusServer:
             self._held = held = []
             try:
                 for _ in range(DRAIN_BATCH):
-                    # asked first: an Again raised at the end of every batch cost ~6 % of
-                    # consoleauth's CPU under load (the exception and its ZMQError set-up)
-                    if not ready():
-                        break
                     try:
-                        frames = recv()
+                        frames = recv()  # a message is queued: asked just before
                     except zmq.Again:
                         break
                     except zmq.ZMQError as exc:
@@ -185,12 +181,15 @@ class BusServer:
                         self._handle([f.bytes for f in frames], role)
                     else:
                         self._handle(frames)
+                    # asked, not tried: an Again raised at the end of every batch cost ~6 %
+                    # of consoleauth's CPU under load (the exception and its ZMQError)
+                    if not ready():
+                        break
             finally:
                 self._held = None
                 for reply in held:
                     self._send(reply)
-                if held:
-                    self._wake_if_pending()
+            # No _wake_if_pending here: the loop asks ZMQ_EVENTS itself at its top.
             gevent.sleep(0)  # let pooled handlers and other greenlets run between batches
 
     def _handle(self, frames: list[bytes], role: str | None = None) -> None:
