@@ -8,9 +8,10 @@ tokens, measured, where a SCAN took 185 ms). Writes that touch several keys run 
 scripts, so each is atomic and the index stays consistent. The scripts touch keys they do
 not declare: a standalone Redis (or a replicated one), not Redis Cluster.
 
-All requests share one pipelined connection (redis_link.py): the lookups of a whole bus
-drain batch, check_token and check_tokens alike, become one ``MGET``, one round trip, with
-no thread hand-off and no connection pool to run out of. (The store used to take a pooled
+All requests share one pipelined connection (redis_link.py): the lookups of a bus drain
+batch, check_token and check_tokens alike, become one ``MGET`` (the first one or two of a
+batch are written at once, so Redis answers them while the rest is decoded), with no
+thread hand-off and no connection pool to run out of. (The store used to take a pooled
 redis-py connection per request: the pool stops at 100, and the 101st request in flight
 was answered "Too many connections", which callers saw as Unavailable with a healthy Redis.)
 Every round trip is bounded by ``timeout``; a Redis that is down, slow or paused fails
