@@ -44,7 +44,7 @@ def encode(*args: Any) -> bytes:
 
 def mget(keys: list[bytes]) -> bytes:
     """``encode("MGET", *keys)`` for keys already bytes: the hot command, built in one
-    pass (a third of encode's time for a batch's keys)."""
+    pass (about 60 % of encode's time for the same keys, measured)."""
     return b"*%d\r\n$4\r\nMGET\r\n%s" % (len(keys) + 1, b"".join(
         [b"$%d\r\n%s\r\n" % (len(key), key) for key in keys]))
 
@@ -120,7 +120,6 @@ class RespParser:
         if kind == b"-":
             return RespError(rest.decode(errors="replace"))
         raise RespProtocolError(f"unknown reply type {kind!r}")
-
 
     def _array(self, count: int) -> list[Any]:
         # An MGET's reply is an array of bulk strings, one per key of the batch: those
