@@ -141,7 +141,7 @@ class _Batch:
         replies = self.replies
         if self.reads:
             values, replies = replies[0], replies[1:]
-            if isinstance(values, RespError) or len(self.reads) == 1:
+            if isinstance(values, RespError):
                 for op in self.reads:
                     op.settle(values)
             else:

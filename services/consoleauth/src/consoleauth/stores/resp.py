@@ -95,19 +95,7 @@ class RespParser:
             raise RespProtocolError("empty line")
         kind, rest = line[:1], line[1:]
         if kind == b"$":
-            size = _int(rest)
-            if size < 0:
-                return None
-            if size > MAX_BULK:
-                raise RespProtocolError(f"bulk string of {size} bytes")
-            end = self._pos + size
-            if len(self._buf) < end + 2:
-                raise _Incomplete
-            if self._buf[end:end + 2] != b"\r\n":
-                raise RespProtocolError("bulk string not followed by CRLF")
-            data = self._buf[self._pos:end]
-            self._pos = end + 2
-            return data
+            return self._bulk(_int(rest))
         if kind == b"*":
             count = _int(rest)
             if count < 0:
@@ -121,30 +109,33 @@ class RespParser:
             return RespError(rest.decode(errors="replace"))
         raise RespProtocolError(f"unknown reply type {kind!r}")
 
+    def _bulk(self, size: int) -> bytes | None:
+        """A bulk string's data, its ``$size`` line read (-1: null)."""
+        if size < 0:
+            return None
+        if size > MAX_BULK:
+            raise RespProtocolError(f"bulk string of {size} bytes")
+        end = self._pos + size
+        if len(self._buf) < end + 2:
+            raise _Incomplete
+        if self._buf[end:end + 2] != b"\r\n":
+            raise RespProtocolError("bulk string not followed by CRLF")
+        data = self._buf[self._pos:end]
+        self._pos = end + 2
+        return data
+
     def _array(self, count: int) -> list[Any]:
-        # An MGET's reply is an array of bulk strings, one per key of the batch: those
-        # are read here without a call each (any other element goes through _reply).
+        # An MGET's reply is an array of bulk strings, one per key of the batch: their
+        # ``$size`` lines are read here in place (no line copy, no dispatch on the kind);
+        # any other element goes through _reply.
         buf, out = self._buf, []
         for _ in range(count):
             pos = self._pos
-            end = buf.find(b"\r\n", pos)
-            if buf[pos:pos + 1] != b"$" or end < 0:
+            if buf[pos:pos + 1] != b"$" or (end := buf.find(b"\r\n", pos)) < 0:
                 out.append(self._reply())
                 continue
-            size = _int(buf[pos + 1:end])
-            if size < 0:
-                out.append(None)
-                self._pos = end + 2
-                continue
-            if size > MAX_BULK:
-                raise RespProtocolError(f"bulk string of {size} bytes")
-            stop = end + 2 + size
-            if len(buf) < stop + 2:
-                raise _Incomplete
-            if buf[stop:stop + 2] != b"\r\n":
-                raise RespProtocolError("bulk string not followed by CRLF")
-            out.append(buf[end + 2:stop])
-            self._pos = stop + 2
+            self._pos = end + 2
+            out.append(self._bulk(_int(buf[pos + 1:end])))
         return out
 
 
