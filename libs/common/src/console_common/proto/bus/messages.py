@@ -93,23 +93,25 @@ class Wire:
             span = validate.Range(*self.span) if self.span else None
             return fields.Integer(strict=True, validate=span, **kw)
         if self.kind is float:
-            return fields.Float(**kw)  # marshmallow refuses nan and inf, as check() does
+            return fields.Float(**kw)  # marshmallow refuses nan and inf, as check_source() does
         raise TypeError(f"no wire rule for {self.kind.__name__}")
 
-    def check(self) -> Callable[[Any], bool]:
-        """A predicate for one value: what schema_field() loads unchanged."""
-        optional, kind = self.optional, self.kind
+    def check_source(self, v: str) -> str:
+        """A Python expression, true when the value named ``v`` is what schema_field()
+        loads unchanged (exact JSON types, no conversions): compiled into the hot path's
+        loaders (``fast_loader``), which need ``_isfinite`` (math.isfinite) in scope."""
+        kind = {str: "str", int: "int", float: "float"}[self.kind]
         if self.choices is not None:
-            rule: Callable[[Any], bool] = self.choices.__contains__
-        elif kind is str:
-            lo, hi = self.min_len, self.max_len
-            rule = lambda v: lo <= len(v) <= hi
-        elif kind is int:
+            rule = f"{v} in {self.choices!r}"
+        elif self.kind is str:
+            rule = f"{self.min_len} <= len({v}) <= {self.max_len}"
+        elif self.kind is int:
             lo, hi = self.span or (-(1 << 63), 1 << 63)
-            rule = lambda v: lo <= v <= hi
+            rule = f"{lo} <= {v} <= {hi}"
         else:
-            rule = math.isfinite
-        return lambda v: (optional if v is None else type(v) is kind and rule(v))
+            rule = f"_isfinite({v})"
+        typed = f"type({v}) is {kind} and {rule}"
+        return f"({v} is None or {typed})" if self.optional else f"({typed})"
 
 
 def wire(kind: type, **rule: Any) -> Any:
@@ -162,19 +164,23 @@ def fast_loader(cls: type) -> Callable[[Any], Any]:
     same result; anything else (an error, or an unusual but valid form such as an integer
     float) returns None and goes through the schema, which decides and words the error.
     """
-    rules = tuple((f.name, f.metadata["wire"].check()) for f in dataclass_fields(cls))
-    allowed = frozenset(name for name, _ in rules)
-    required = frozenset(f.name for f in dataclass_fields(cls) if not f.metadata["wire"].optional)
-
-    def load(obj: Any) -> Any:
-        if type(obj) is not dict or not required <= obj.keys() <= allowed:
-            return None
-        get = obj.get
-        for name, ok in rules:
-            if not ok(get(name)):
-                return None
-        return cls(**obj)
-    return load
+    specs = [(f.name, f.metadata["wire"]) for f in dataclass_fields(cls)]
+    # Compiled from the fields' rules (as dataclasses builds __init__): one flat function,
+    # ~1 us an object against ~2.3 for a loop over a predicate per field (measured).
+    lines = ["def load(obj):",
+             "    if type(obj) is not dict or not _required <= obj.keys() <= _allowed:",
+             "        return None",
+             "    get = obj.get"]
+    for i, (name, spec) in enumerate(specs):
+        lines += [f"    v{i} = get({name!r})",
+                  f"    if not {spec.check_source(f'v{i}')}:",
+                  "        return None"]
+    lines.append("    return _cls(**obj)")
+    namespace = {"_cls": cls, "_isfinite": math.isfinite,
+                 "_allowed": frozenset(name for name, _ in specs),
+                 "_required": frozenset(name for name, spec in specs if not spec.optional)}
+    exec("\n".join(lines), namespace)
+    return namespace["load"]
 
 
 def field_names(cls: type) -> tuple[str, ...]:
