@@ -38,6 +38,7 @@ import gevent
 import gevent.event
 import gevent.pool
 import structlog
+from gevent.hub import Waiter
 import zmq
 
 from console_common.proto.bus.errors import (DeadlineExceeded, Forbidden, InternalError,
@@ -136,7 +137,7 @@ class BusServer:
         sock.bind(self.endpoint)
         self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
-        self._wake = gevent.event.Event()
+        self._asleep: Waiter | None = None  # where the receive loop waits for input
         self._watcher = gevent.get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
         self._loop = gevent.spawn(self._receive_loop)
         self._loop.link_exception(self._loop_died)
@@ -154,17 +155,21 @@ class BusServer:
         recv = partial(recv_frames, sock, copy=not curve)
         ready = partial(readable, sock)
         while not self._stopping.is_set():
-            self._wake.clear()
             if not ready():
                 # Watch the fd only while asleep: a level-triggered watcher left running
-                # fires on every loop turn while input is queued and starves the hub.
-                self._watcher.start(self._wake.set)
+                # fires on every loop turn while input is queued and starves the hub. A hub
+                # Waiter: the watcher switches straight here (an Event took one more
+                # callback round and its own wait machinery, per wake-up).
+                self._asleep = asleep = Waiter()
+                self._watcher.start(asleep.switch, None)
                 try:
-                    self._wake.wait()
+                    asleep.get()
                 finally:
                     self._watcher.stop()
+                    self._asleep = None
                 continue
             self._held = held = []
+            full = True  # the batch stopped at DRAIN_BATCH, with more queued
             try:
                 for _ in range(DRAIN_BATCH):
                     try:
@@ -184,13 +189,16 @@ class BusServer:
                     # asked, not tried: an Again raised at the end of every batch cost ~6 %
                     # of consoleauth's CPU under load (the exception and its ZMQError)
                     if not ready():
+                        full = False
                         break
             finally:
                 self._held = None
                 for reply in held:
                     self._send(reply)
-            # No _wake_if_pending here: the loop asks ZMQ_EVENTS itself at its top.
-            gevent.sleep(0)  # let pooled handlers and other greenlets run between batches
+            # No _wake_if_pending here: the loop asks ZMQ_EVENTS itself at its top, and
+            # waits there (letting every other greenlet run) unless more is queued.
+            if full:
+                gevent.sleep(0)  # let pooled handlers and other greenlets run between batches
 
     def _handle(self, frames: list[bytes], role: str | None = None) -> None:
         try:
@@ -343,8 +351,9 @@ class BusServer:
 
     def _wake_if_pending(self) -> None:
         # Sending may consume the fd's edge for pending input: wake the loop if so.
-        if self._sock is not None and readable(self._sock):
-            self._wake.set()
+        asleep = self._asleep
+        if asleep is not None and self._sock is not None and readable(self._sock):
+            asleep.hub.loop.run_callback(asleep.switch, None)  # (switched from the hub only)
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop receiving, let running handlers finish (up to ``grace``), close."""
