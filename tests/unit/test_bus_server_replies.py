@@ -201,3 +201,20 @@ def test_budget_in_the_envelope_is_checked() -> None:
                            "budget_ms": bad}).encode()
         with pytest.raises(BadRequest):
             decode_request(body)
+
+
+def test_a_server_never_started_or_failed_to_bind_stops_cleanly() -> None:
+    server = BusServer("tcp://127.0.0.1:*", {"ping": lambda args: {}})
+    server.stop(grace=0)  # e.g. a service whose start failed further on
+    assert server.counters == {}
+    taken = BusServer("tcp://127.0.0.1:*", {"ping": lambda args: {}})
+    bound = taken.start()
+    try:
+        clash = BusServer(bound, {"ping": lambda args: {}})
+        with pytest.raises(zmq.ZMQError):
+            clash.start()
+        stopper = gevent.spawn(clash.stop, grace=0)
+        stopper.join(5)
+        assert stopper.successful()  # its context ended: no socket left open in it
+    finally:
+        taken.stop(grace=0)

@@ -123,6 +123,7 @@ class BusServer:
         self._stopping = gevent.event.Event()
         self._held: list[list[bytes]] | None = None  # replies of the running drain batch
         self._outbox: list[list[bytes]] = []  # other replies, sent together at the loop's turn
+        self._asleep: Waiter | None = None  # where the receive loop waits for input
         self.counters: Counter[str] = Counter()
         self.bound: str | None = None
 
@@ -132,12 +133,15 @@ class BusServer:
         # Hard bound: a peer sending more than 1 MiB in one message is disconnected by
         # libzmq before we buffer it; 64 KiB..1 MiB gets an error reply.
         sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
-        if self._curve is not None:
-            self._curve.apply(sock, domain="bus")
-        sock.bind(self.endpoint)
+        try:
+            if self._curve is not None:
+                self._curve.apply(sock, domain="bus")
+            sock.bind(self.endpoint)
+        except BaseException:
+            sock.close(linger=0)  # or stop()'s term of our context would wait on it
+            raise
         self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
-        self._asleep: Waiter | None = None  # where the receive loop waits for input
         self._watcher = gevent.get_hub().loop.io(sock.getsockopt(zmq.FD), 1)
         self._loop = gevent.spawn(self._receive_loop)
         self._loop.link_exception(self._loop_died)
@@ -367,8 +371,8 @@ class BusServer:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
-            if self._own_ctx:
-                self._ctx.term()
+        if self._own_ctx and not self._ctx.closed:  # also when start() never ran or failed
+            self._ctx.term()
 
     def wait(self) -> None:
         self._stopping.wait()

@@ -166,7 +166,7 @@ def fast_loader(cls: type) -> Callable[[Any], Any]:
     """
     specs = [(f.name, f.metadata["wire"]) for f in dataclass_fields(cls)]
     # Compiled from the fields' rules (as dataclasses builds __init__): one flat function,
-    # ~1 us an object against ~2.3 for a loop over a predicate per field (measured).
+    # 1.7 us a ConnectInfo against 2.3 for a loop over a predicate per field (measured).
     lines = ["def load(obj):",
              "    if type(obj) is not dict or not _required <= obj.keys() <= _allowed:",
              "        return None",
