@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from console_common.net.bus import BusClient
+from console_common.proto.tokens import generate_token
 
 from tests.e2e.conftest import require
 from tests.integration.test_novnc_protocol import (OPEN_CLIENTS, XVNC, TcpServer, WsClient,
@@ -545,6 +546,11 @@ def test_vnc_server_killed_mid_session(tmp_path: Path) -> None:
     try:
         proxies = start_proxies(tmp_path, ca)
         print()
+        # every lazy thing made first (the bus client's parked check sender): an unknown
+        # token asked of each proxy
+        assert novnc_attempt(proxies.novnc_port, generate_token()).status == 403
+        assert xvp_attempt(proxies.xvp_port, generate_token()).status == 401
+        wait_sessions(proxies, 0)
         before = figures(proxies)
         show("before (no session)", before)
         ws = rfb_through_novnc(proxies.novnc_port, ca.authorize("novnc", vnc_port, "vm-dies"))

@@ -49,7 +49,9 @@ from console_common.proto.bus.messages import MAX_BATCH, ConnectInfo
 from console_common.proto.bus.protocol import decode_reply, encode_request
 
 _CONTEXT: zmq.Context | None = None
-IDLE_SENDERS = 4  # check senders kept parked between turns, per client
+# Check senders kept parked between turns, per client: one covers the usual case (one
+# turn in flight at a time); more would only hold greenlets after a burst.
+IDLE_SENDERS = 1
 _STOP = object()  # wakes a parked sender to end it (the client closed)
 
 
@@ -305,7 +307,7 @@ class BusClient:
     def _sender(self) -> None:
         """Send what check_token gathered, then park for the next turn rather than end: a
         new greenlet per turn cost ~12 us, waking a parked one ~1 (measured). Several run
-        at once when turns overlap (each waits for its own reply); a few stay parked."""
+        at once when turns overlap (each waits for its own reply); IDLE_SENDERS stay."""
         while True:
             self._send_checks()
             if self._closed or len(self._idle) >= IDLE_SENDERS:
@@ -333,7 +335,9 @@ class BusClient:
     def _send_chunks(self, checks: list[tuple[str, _Slot]]) -> None:
         for i in range(0, len(checks), MAX_BATCH):
             chunk = checks[i:i + MAX_BATCH]
-            if len(chunk) == 1 or not self._batches:
+            if len(checks) == 1:  # a lone check (the usual case): sent by this greenlet
+                self._check_one(*chunk[0])
+            elif len(chunk) == 1 or not self._batches:
                 for token, waiter in chunk:
                     gevent.spawn(self._check_one, token, waiter)
             elif i + MAX_BATCH >= len(checks):
