@@ -183,21 +183,29 @@ def test_check_senders_are_parked_between_turns_and_ended_by_close(batching_serv
     from console_common.net.bus.client import IDLE_SENDERS
 
     client = BusClient([batching_server.bound], timeout=5)
+    senders: list[gevent.Greenlet] = []  # every sender greenlet started
+    sender = client._sender
+
+    def spy() -> None:
+        senders.append(gevent.getcurrent())
+        sender()
+
+    client._sender = spy
     for turn in range(5):
         calls = [gevent.spawn(client.check_token, f"fast-{turn * 10 + i + 1}") for i in range(10)]
         gevent.joinall(calls, timeout=5)
         assert [c.value.port for c in calls] == [turn * 10 + i + 1 for i in range(10)]
         assert 1 <= len(client._idle) <= IDLE_SENDERS
-    senders = [parked.greenlet for parked in client._idle]
-    senders[0].kill()  # killed while parked: dropped from the idle list
-    assert len(client._idle) == len(senders) - 1
+    parked = [g for g in senders if not g.dead]
+    assert len(parked) == len(client._idle)
+    parked[0].kill()  # killed while parked: dropped from the idle list
+    assert len(client._idle) == len(parked) - 1
     calls = [gevent.spawn(client.check_token, f"fast-{i}") for i in range(1, 4)]
     gevent.joinall(calls, timeout=5)
     assert [c.value.port for c in calls] == [1, 2, 3]
-    senders = [parked.greenlet for parked in client._idle]
     client.close()
     gevent.sleep(0.01)
-    assert client._idle == [] and all(sender.dead for sender in senders)
+    assert client._idle == [] and all(g.dead for g in senders)
 
 
 def test_a_server_without_check_tokens_gets_plain_checks(server) -> None:
