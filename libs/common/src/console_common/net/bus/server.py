@@ -158,8 +158,10 @@ class BusServer:
         # with CURVE, frames keep their properties: the role the ZAP handler gave the key
         recv = partial(recv_frames, sock, copy=not curve)
         ready = partial(readable, sock)
+        empty = False  # the queue was found empty, and nothing was called on the socket since
         while not self._stopping.is_set():
-            if not ready():
+            if empty or not ready():
+                empty = False
                 # Watch the fd only while asleep: a level-triggered watcher left running
                 # fires on every loop turn while input is queued and starves the hub. A hub
                 # Waiter: the watcher switches straight here (an Event took one more
@@ -200,7 +202,11 @@ class BusServer:
                 for reply in held:
                     self._send(reply)
             # No _wake_if_pending here: the loop asks ZMQ_EVENTS itself at its top, and
-            # waits there (letting every other greenlet run) unless more is queued.
+            # waits there (letting every other greenlet run) unless more is queued. It need
+            # not ask when the batch ended on an empty queue and sent nothing since (a send
+            # may take the fd's edge; an answer just given stands): one syscall pair less
+            # per batch: consoleauth CPU per plain REQ check 40.3 -> 38.3 us (4-5 runs each).
+            empty = not full and not held
             if full:
                 gevent.sleep(0)  # let pooled handlers and other greenlets run between batches
 
