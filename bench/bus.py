@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -306,7 +305,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows + pings if pings else rows, indent=2))
     else:
-        print(f"check_token on {os.cpu_count()} cores, {args.seconds:g}s per level")
+        import machine  # bench/machine.py
+
+        print(f"check_token on {machine.describe()[0]}; idle vCPUs: {machine.idle_policy()}; "
+              f"{args.seconds:g}s per level")
         print("| store | consoleauths | client | clients | checks/s | p50 ms | p99 ms | max ms |")
         print("|---|---:|---|---:|---:|---:|---:|---:|")
         for r in rows:

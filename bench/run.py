@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import machine  # bench/machine.py
 import profiles  # bench/profiles.py
 
 BENCH = Path(__file__).resolve().parent
@@ -907,7 +908,8 @@ def markdown(meta: dict, summary: dict, results: dict, goals: list[dict], failur
       f"websockify {meta.get('websockify', '?')} + numpy {meta.get('numpy', '?')}, "
       f"socat {meta.get('socat', '?')}, Python {meta['python']}. Load average "
       f"{meta['loadavg_start']} at start, {meta['loadavg_end']} at end "
-      f"(anything else running on these {meta['cpus']} cores skews the figures).")
+      f"(anything else running on these {meta['cpus']} cores skews the figures). "
+      f"Idle vCPUs: {meta.get('idle_policy', '?')} (see bench/machine.py).")
     w("")
 
     def vs(m: str, name: str, key: str) -> str:
@@ -997,20 +999,6 @@ def markdown(meta: dict, summary: dict, results: dict, goals: list[dict], failur
     return "\n".join(out)
 
 
-def machine() -> tuple[str, int]:
-    model = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    cpus = os.cpu_count() or 0
-    mem = 0
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) >> 20
-    return f"{model}, {cpus} cores, {mem} GiB, Linux {platform.release()}", cpus
-
-
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -1041,10 +1029,11 @@ def main() -> int:
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.reps:
         profile = Profile(**{**profile.__dict__, "reps": args.reps})
-    name, cpus = machine()
+    name, cpus = machine.describe()
     meta = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": name, "cpus": cpus, "python": platform.python_version(),
-            "mode": profile.name, "loadavg_start": loadavg()}
+            "mode": profile.name, "loadavg_start": loadavg(),
+            "idle_policy": machine.idle_policy()}
     measures = [m for m in args.measures.split(",") if m]
     unknown = set(measures) - set(MEASURES)
     if unknown:
