@@ -1,6 +1,6 @@
 """check_token throughput and latency on the bus, against real consoleauth processes.
 
-    uv run python bench/bus.py [--clients 1,10,100] [--seconds 3] [--processes 2] [--json]
+    uv run python bench/bus.py [--clients 1,10,100] [--seconds 3] [--processes 1] [--json]
                                [--store memory|sqlite|redis|all] [--client bus|req|both]
                                [--replicas N] [--profile]
 
@@ -9,10 +9,10 @@ Starts consoleauth (``--store``, memory by default; ``redis`` starts its own
 other) on a free loopback port, authorizes one token, then for each concurrency level runs
 that many concurrent callers for --seconds and prints checks/s and p50/p99/max latency.
 
-Callers (``--client``): ``bus`` is the proxies' BusClient (greenlets in --processes client
-processes; concurrent checks are coalesced into check_tokens messages); ``req`` is one
-plain REQ socket per caller sending check_token and waiting for each reply, the way a
-simple client talks (one non-gevent poll loop per client process). ``--replicas 2`` runs
+Callers (``--client``), spread over ``--processes`` client processes (default 1): ``bus`` is
+the proxies' BusClient (greenlets; concurrent checks are coalesced into check_tokens
+messages); ``req`` is one plain REQ socket per caller sending check_token and waiting for
+each reply, the way a simple client talks (one non-gevent poll loop per client process). ``--replicas 2`` runs
 two consoleauth processes on one store (redis) and spreads the callers over both.
 Target (issues 3 and 15): >= 20 000 checks/s and p99 <= 1 ms at 10 clients, every store.
 """
