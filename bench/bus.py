@@ -107,7 +107,10 @@ def _worker_req(endpoints: list[str], token: str, clients: int, seconds: float) 
 
 
 def measure(endpoints: list[str], token: str, clients: int, seconds: float, processes: int,
-            kind: str, profile_pid: int | None = None) -> dict:
+            kind: str, profile_pid: int | None = None,
+            cpu_of: dict[int, str] | None = None) -> dict:
+    """One concurrency level; ``cpu_of`` (pid -> role): also CPU per check by thread of
+    those processes and the clients, over the middle half of the window."""
     procs = max(1, min(processes, clients))
     share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     workers = [subprocess.Popen([sys.executable, __file__, "--worker", kind, ",".join(endpoints),
@@ -121,6 +124,14 @@ def measure(endpoints: list[str], token: str, clients: int, seconds: float, proc
         time.sleep(0.4)
         profilers = [profiles.record(profile_pid, seconds - 0.2, f"bus-{clients}-consoleauth"),
                      profiles.record(workers[0].pid, seconds - 0.2, f"bus-{clients}-client")]
+    if cpu_of is not None:
+        import threadcpu  # bench/threadcpu.py
+
+        pids = {**cpu_of, **{w.pid: "client" for w in workers}}
+        time.sleep(0.5 + seconds / 4)  # past start-up and warm-up, into the window
+        before, t0 = threadcpu.snapshot(pids), time.perf_counter()
+        time.sleep(seconds / 2)
+        after, t1 = threadcpu.snapshot(pids), time.perf_counter()
     lat: list[float] = []
     for w in workers:
         out, _ = w.communicate(timeout=seconds + 60)
@@ -131,9 +142,13 @@ def measure(endpoints: list[str], token: str, clients: int, seconds: float, proc
         profiler.wait(timeout=30)
     lat.sort()
     pick = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3
-    return {"clients": clients, "processes": procs, "calls": len(lat),
-            "checks_per_s": len(lat) / seconds, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
-            "max_ms": lat[-1] * 1e3}
+    row = {"clients": clients, "processes": procs, "calls": len(lat),
+           "checks_per_s": len(lat) / seconds, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+           "max_ms": lat[-1] * 1e3}
+    if cpu_of is not None:
+        row["cpu_per_check"] = threadcpu.per_event(before, after,
+                                                   row["checks_per_s"] * (t1 - t0))
+    return row
 
 
 def ping_with_tokens(endpoint: str, tokens: int) -> dict:
@@ -208,6 +223,10 @@ class Cluster:
             stdin=subprocess.DEVNULL) for ep in self.endpoints]
         self.procs += self.consoleauths
 
+    def roles(self) -> dict[int, str]:
+        """pid -> role of the processes this cluster runs (for --cpu)."""
+        return {p.pid: "consoleauth" if p in self.consoleauths else "redis" for p in self.procs}
+
     def token(self) -> str:
         from console_common.net.bus import BusClient
         from console_common.proto.bus import BusUnavailable
@@ -268,9 +287,12 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy consoleauth and a client process (bench/results/profiles/)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="also CPU µs and sleeps per check by thread (consoleauth, redis-server, "
+                         "clients), from /proc in the middle of each window")
     args = ap.parse_args()
-    if args.profile and args.endpoint:
-        ap.error("--profile needs the consoleauth this script starts (no --endpoint)")
+    if (args.profile or args.cpu) and args.endpoint:
+        ap.error("--profile and --cpu need the consoleauth this script starts (no --endpoint)")
     stores = STORES if args.store == "all" else (args.store,)
     kinds = ("bus", "req") if args.client == "both" else (args.client,)
     rows: list[dict] = []
@@ -290,7 +312,9 @@ def main() -> int:
             for kind in kinds:
                 for n in args.clients.split(","):
                     pid = cluster.consoleauths[0].pid if args.profile and cluster else None
-                    row = measure(endpoints, token, int(n), args.seconds, args.processes, kind, pid)
+                    cpu_of = cluster.roles() if args.cpu and cluster else None
+                    row = measure(endpoints, token, int(n), args.seconds, args.processes, kind,
+                                  pid, cpu_of)
                     rows.append({"store": store if cluster else "running", "client": kind,
                                  "replicas": len(endpoints), **row})
             if args.ping_tokens:
@@ -315,6 +339,12 @@ def main() -> int:
             print(f"| {r['store']} | {r['replicas']} | {r['client']} | {r['clients']} | "
                   f"{r['checks_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
                   f"{r['max_ms']:.2f} |")
+        for r in rows:
+            if "cpu_per_check" in r:
+                print(f"CPU per check by thread ({r['store']}, {r['client']}, {r['clients']} "
+                      f"clients; sleeps per check in brackets): " + ", ".join(
+                          f"{label} {v['us']} µs ({v['sleeps']})"
+                          for label, v in r["cpu_per_check"].items()))
         for p in pings:
             print(f"ping with {p['tokens']} live tokens ({p['store']}, filled in "
                   f"{p['fill_s']:.1f}s): p50 {p['ping_p50_ms']:.3f} ms, p99 "
