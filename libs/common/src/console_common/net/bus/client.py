@@ -333,11 +333,12 @@ class BusClient:
             raise
 
     def _send_chunks(self, checks: list[tuple[str, _Slot]]) -> None:
+        if len(checks) == 1:  # a lone check (the usual case): sent by this greenlet
+            self._check_one(*checks[0])
+            return
         for i in range(0, len(checks), MAX_BATCH):
             chunk = checks[i:i + MAX_BATCH]
-            if len(checks) == 1:  # a lone check (the usual case): sent by this greenlet
-                self._check_one(*chunk[0])
-            elif len(chunk) == 1 or not self._batches:
+            if len(chunk) == 1 or not self._batches:
                 for token, waiter in chunk:
                     gevent.spawn(self._check_one, token, waiter)
             elif i + MAX_BATCH >= len(checks):
