@@ -38,7 +38,7 @@ def snapshot(pids: dict[int, str]) -> Snapshot:
 
 def per_event(before: Snapshot, after: Snapshot, events: float) -> dict[str, dict[str, float]]:
     """{label: {"us": CPU µs per event, "sleeps": voluntary switches per event}}, busiest
-    first, threads under 1 % of a core left out."""
+    first; labels with under 1 % of the busiest one's CPU time are left out."""
     ns: Counter[str] = Counter()
     sleeps: Counter[str] = Counter()
     for key, (label, t1, s1) in after.items():
