@@ -27,8 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 STORES = ("memory", "sqlite", "redis")
+# --server: consoleauth, or bench/bus_floor.py (the least a Python server does) with these args
+FLOORS = {"floor": [], "floor-pipelined": ["--pipelined"]}
 
 
 def free_port() -> int:
@@ -197,8 +200,9 @@ def ping_with_tokens(endpoint: str, tokens: int) -> dict:
 class Cluster:
     """consoleauth replicas on one store, and the store's own redis-server if it needs one."""
 
-    def __init__(self, store: str, replicas: int) -> None:
+    def __init__(self, store: str, replicas: int, server: str = "consoleauth") -> None:
         self.store = store
+        self.server = server
         self.procs: list[subprocess.Popen] = []
         self.state = tempfile.mkdtemp(prefix="bench-bus-")
         extra = ["--state-dir", self.state]
@@ -216,6 +220,16 @@ class Cluster:
         elif replicas > 1:
             raise SystemExit("bench/bus.py: --replicas > 1 needs a shared store (--store redis)")
         self.endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(replicas)]
+        if server in FLOORS:  # bench/bus_floor.py knows one token, made here
+            import secrets
+
+            self.floor_token = secrets.token_urlsafe(32)
+            self.consoleauths = [subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("bus_floor.py")), ep,
+                 self.floor_token, *extra[2:], *FLOORS[server]], stdin=subprocess.DEVNULL)
+                for ep in self.endpoints]
+            self.procs += self.consoleauths
+            return
         self.consoleauths = [subprocess.Popen(
             [sys.executable, "-m", "consoleauth.cli", "--consoleauth-listen", ep, "--token-store",
              store, "--consoleauth-events-listen", f"tcp://127.0.0.1:{free_port()}",
@@ -225,9 +239,11 @@ class Cluster:
 
     def roles(self) -> dict[int, str]:
         """pid -> role of the processes this cluster runs (for --cpu)."""
-        return {p.pid: "consoleauth" if p in self.consoleauths else "redis" for p in self.procs}
+        return {p.pid: self.server if p in self.consoleauths else "redis" for p in self.procs}
 
     def token(self) -> str:
+        if self.server in FLOORS:  # it answers only check_token (the warm-up waits for it)
+            return self.floor_token
         from console_common.net.bus import BusClient
         from console_common.proto.bus import BusUnavailable
 
@@ -281,6 +297,9 @@ def main() -> int:
     ap.add_argument("--store", default="memory", choices=[*STORES, "all"])
     ap.add_argument("--client", default="bus", choices=["bus", "req", "both"])
     ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--server", default="consoleauth",
+                    help="comma-separated: consoleauth, floor, floor-pipelined (bench/bus_floor.py, "
+                         "the least a Python bus server does: memory or redis, req callers only)")
     ap.add_argument("--ping-tokens", type=int, default=0,
                     help="then fill the store with N tokens and time ping (no scan)")
     ap.add_argument("--endpoint", help="use a running consoleauth instead of starting one")
@@ -295,10 +314,19 @@ def main() -> int:
         ap.error("--profile and --cpu need the consoleauth this script starts (no --endpoint)")
     stores = STORES if args.store == "all" else (args.store,)
     kinds = ("bus", "req") if args.client == "both" else (args.client,)
+    servers = args.server.split(",")
+    if unknown := set(servers) - {"consoleauth", *FLOORS}:
+        ap.error(f"--server: unknown {', '.join(sorted(unknown))}")
+    if set(servers) & set(FLOORS) and (args.endpoint or args.ping_tokens or args.replicas > 1):
+        ap.error("--server floor*: one floor server this script starts, check_token only")
     rows: list[dict] = []
     pings: list[dict] = []
-    for store in stores:
-        cluster = None if args.endpoint else Cluster(store, args.replicas)
+    for store, server in [(st, sv) for st in stores for sv in servers]:
+        served = [k for k in kinds if k == "req"] if server in FLOORS else kinds
+        if not served or (server in FLOORS and store != "redis" and
+                          (store == "sqlite" or server != "floor")):
+            continue  # floors: plain REQ callers, memory or redis (pipelined: redis only)
+        cluster = None if args.endpoint else Cluster(store, args.replicas, server)
         try:
             if cluster is None:
                 from console_common.net.bus import BusClient
@@ -309,14 +337,15 @@ def main() -> int:
                                        host="127.0.0.1", port=5900, instance_uuid="bench")["token"]
             else:
                 endpoints, token = cluster.endpoints, cluster.token()
-            for kind in kinds:
+            for kind in served:
                 for n in args.clients.split(","):
                     pid = cluster.consoleauths[0].pid if args.profile and cluster else None
                     cpu_of = cluster.roles() if args.cpu and cluster else None
                     row = measure(endpoints, token, int(n), args.seconds, args.processes, kind,
                                   pid, cpu_of)
-                    rows.append({"store": store if cluster else "running", "client": kind,
-                                 "replicas": len(endpoints), **row})
+                    label = store if cluster else "running"
+                    rows.append({"store": label if server == "consoleauth" else f"{label} ({server})",
+                                 "client": kind, "replicas": len(endpoints), **row})
             if args.ping_tokens:
                 pings.append({"store": store, **ping_with_tokens(endpoints[0], args.ping_tokens)})
         finally:
