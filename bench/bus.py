@@ -31,7 +31,7 @@ from pathlib import Path
 
 STORES = ("memory", "sqlite", "redis")
 # --server: consoleauth, or bench/bus_floor.py (the least a Python server does) with these args
-FLOORS = {"floor": [], "floor-pipelined": ["--pipelined"]}
+FLOORS = {"floor": [], "floor-pipelined": ["--pipelined"], "floor-green": ["--green"]}
 
 
 def free_port() -> int:
@@ -298,8 +298,9 @@ def main() -> int:
     ap.add_argument("--client", default="bus", choices=["bus", "req", "both"])
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--server", default="consoleauth",
-                    help="comma-separated: consoleauth, floor, floor-pipelined (bench/bus_floor.py, "
-                         "the least a Python bus server does: memory or redis, req callers only)")
+                    help="comma-separated: consoleauth, floor, floor-pipelined, floor-green "
+                         "(bench/bus_floor.py, the least a Python bus server does: memory or "
+                         "redis, req callers only)")
     ap.add_argument("--ping-tokens", type=int, default=0,
                     help="then fill the store with N tokens and time ping (no scan)")
     ap.add_argument("--endpoint", help="use a running consoleauth instead of starting one")
@@ -324,7 +325,7 @@ def main() -> int:
     for store, server in [(st, sv) for st in stores for sv in servers]:
         served = [k for k in kinds if k == "req"] if server in FLOORS else kinds
         if not served or (server in FLOORS and store != "redis" and
-                          (store == "sqlite" or server != "floor")):
+                          (store == "sqlite" or server == "floor-pipelined")):
             continue  # floors: plain REQ callers, memory or redis (pipelined: redis only)
         cluster = None if args.endpoint else Cluster(store, args.replicas, server)
         try:

@@ -1,8 +1,9 @@
 """The least a Python bus server can do for check_token: a reference for consoleauth.
 
-    python bench/bus_floor.py ENDPOINT TOKEN [--redis-url redis://127.0.0.1:PORT/0] [--pipelined]
+    python bench/bus_floor.py ENDPOINT TOKEN [--redis-url redis://127.0.0.1:PORT/0]
+                              [--pipelined | --green]
 
-``bench/bus.py --server floor`` (or ``floor-pipelined``) runs it in place of consoleauth,
+``bench/bus.py --server floor`` (or ``floor-pipelined``, ``floor-green``) runs it in place of consoleauth,
 so the same callers measure it. One thread, no gevent, plain pyzmq: wait for the ROUTER
 socket, take every request already queued (at most 64, "a wave"), look their tokens up (a
 dict, or one ``MGET`` on one TCP socket to Redis, read with consoleauth's RESP parser) and
@@ -14,7 +15,8 @@ pyzmq, libzmq, Redis and the machine.
 Serial (default): a wave's MGET is sent and its reply awaited (a blocking ``recv``) before
 the next wave is read. ``--pipelined``: one ``zmq.Poller`` over both sockets, a wave's MGET
 sent as soon as the wave is read, replies matched to waves in order (what consoleauth's
-Redis link does, without gevent).
+Redis link does, without gevent). ``--green``: the serial loop through gevent's hub
+(zmq.green, monkey-patched sockets): what waiting the gevent way costs over blocking.
 
 It serves only ``check_token`` from plain REQ callers (bus.py ``--client req``) and knows
 the one TOKEN it is given (stored in Redis at start when it uses Redis).
@@ -22,18 +24,30 @@ the one TOKEN it is given (stored in Redis at start when it uses Redis).
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import socket
-import time
-from collections import deque
-from collections.abc import Callable
-from urllib.parse import urlsplit
+import sys
 
-import orjson
-import zmq
+GREEN = "--green" in sys.argv  # decided before zmq and socket are imported
+if GREEN:
+    from gevent import monkey
 
-from consoleauth.stores.resp import NEED, RespParser, encode, mget
+    monkey.patch_all()
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import orjson  # noqa: E402
+
+if GREEN:
+    import zmq.green as zmq  # the same calls, each wait a switch to gevent's hub
+else:
+    import zmq
+
+from consoleauth.stores.resp import NEED, RespParser, encode, mget  # noqa: E402
 
 WAVE = 64
 KEY = b"console:token:"
@@ -121,9 +135,13 @@ def main() -> int:
     ap.add_argument("token")
     ap.add_argument("--redis-url")
     ap.add_argument("--pipelined", action="store_true", help="overlap waves (needs --redis-url)")
+    ap.add_argument("--green", action="store_true",
+                    help="wait through gevent's hub (zmq.green, gevent sockets)")
     args = ap.parse_args()
     if args.pipelined and not args.redis_url:
         ap.error("--pipelined overlaps Redis round trips: it needs --redis-url")
+    if args.pipelined and args.green:
+        ap.error("--green runs the serial loop (waves in turn)")
     key = _keys([[orjson.dumps({"args": {"token": args.token}})]])[0]
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)

@@ -15,11 +15,13 @@ from tests.support import REPO
 def test_bus_bench_measures_consoleauth_and_the_floor_on_redis():
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bus.py"), "--store", "redis", "--client", "req",
-         "--clients", "2", "--seconds", "0.5", "--server", "consoleauth,floor,floor-pipelined",
-         "--json"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+         "--clients", "2", "--seconds", "0.5", "--json",
+         "--server", "consoleauth,floor,floor-pipelined,floor-green"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {r["store"]: r for r in json.loads(out.stdout)}
-    assert set(rows) == {"redis", "redis (floor)", "redis (floor-pipelined)"}
+    assert set(rows) == {"redis", "redis (floor)", "redis (floor-pipelined)",
+                         "redis (floor-green)"}
     for row in rows.values():
         # every call was answered "ok" (the worker exits non-zero otherwise) and timed
         assert row["client"] == "req" and row["calls"] > 0 and row["p99_ms"] > 0
