@@ -2,7 +2,8 @@
 
     uv run python bench/bus.py [--clients 1,10,100] [--seconds 3] [--processes 1] [--json]
                                [--store memory|sqlite|redis|all] [--client bus|req|both]
-                               [--replicas N] [--profile]
+                               [--replicas N] [--profile] [--cpu]
+                               [--server consoleauth,floor,floor-pipelined,floor-green]
 
 Starts consoleauth (``--store``, memory by default; ``redis`` starts its own
 ``redis-server`` on a free loopback port; ``all`` measures the three stores one after the
@@ -14,6 +15,9 @@ the proxies' BusClient (greenlets; concurrent checks are coalesced into check_to
 messages); ``req`` is one plain REQ socket per caller sending check_token and waiting for
 each reply, the way a simple client talks (one non-gevent poll loop per client process). ``--replicas 2`` runs
 two consoleauth processes on one store (redis) and spreads the callers over both.
+``--server`` also (or instead) measures bench/bus_floor.py, the least a Python server does
+for the same plain REQ callers (serial blocking, pipelined, or serial through gevent's hub):
+what consoleauth costs above it is ours; what it costs is Python, pyzmq, Redis and the VM.
 Target (issues 3 and 15): >= 20 000 checks/s and p99 <= 1 ms at 10 clients, every store.
 """
 
