@@ -34,8 +34,10 @@ import time
 from pathlib import Path
 
 STORES = ("memory", "sqlite", "redis")
-# --server: consoleauth, or bench/bus_floor.py (the least a Python server does) with these args
-FLOORS = {"floor": [], "floor-pipelined": ["--pipelined"], "floor-green": ["--green"]}
+# --server: consoleauth, or bench/bus_floor.py (the least a Python server does): its
+# arguments, and the stores it can serve from
+FLOORS = {"floor": ([], ("memory", "redis")), "floor-pipelined": (["--pipelined"], ("redis",)),
+          "floor-green": (["--green"], ("memory", "redis"))}
 
 
 def free_port() -> int:
@@ -209,7 +211,7 @@ class Cluster:
         self.server = server
         self.procs: list[subprocess.Popen] = []
         self.state = tempfile.mkdtemp(prefix="bench-bus-")
-        extra = ["--state-dir", self.state]
+        store_args: list[str] = []  # where the server finds its store
         if store == "redis":
             if not shutil.which("redis-server"):
                 raise SystemExit("bench/bus.py: --store redis needs redis-server "
@@ -219,7 +221,7 @@ class Cluster:
                 ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                  "--appendonly", "no", "--dir", self.state], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL))
-            extra += ["--redis-url", f"redis://127.0.0.1:{port}/0"]
+            store_args = ["--redis-url", f"redis://127.0.0.1:{port}/0"]
             _wait_tcp(port)
         elif replicas > 1:
             raise SystemExit("bench/bus.py: --replicas > 1 needs a shared store (--store redis)")
@@ -230,14 +232,15 @@ class Cluster:
             self.floor_token = secrets.token_urlsafe(32)
             self.consoleauths = [subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("bus_floor.py")), ep,
-                 self.floor_token, *extra[2:], *FLOORS[server]], stdin=subprocess.DEVNULL)
+                 self.floor_token, *store_args, *FLOORS[server][0]], stdin=subprocess.DEVNULL)
                 for ep in self.endpoints]
             self.procs += self.consoleauths
             return
         self.consoleauths = [subprocess.Popen(
             [sys.executable, "-m", "consoleauth.cli", "--consoleauth-listen", ep, "--token-store",
              store, "--consoleauth-events-listen", f"tcp://127.0.0.1:{free_port()}",
-             "--log-format", "json", "--log-level", "warning", *extra],
+             "--log-format", "json", "--log-level", "warning", "--state-dir", self.state,
+             *store_args],
             stdin=subprocess.DEVNULL) for ep in self.endpoints]
         self.procs += self.consoleauths
 
@@ -328,9 +331,8 @@ def main() -> int:
     pings: list[dict] = []
     for store, server in [(st, sv) for st in stores for sv in servers]:
         served = [k for k in kinds if k == "req"] if server in FLOORS else kinds
-        if not served or (server in FLOORS and store != "redis" and
-                          (store == "sqlite" or server == "floor-pipelined")):
-            continue  # floors: plain REQ callers, memory or redis (pipelined: redis only)
+        if not served or (server in FLOORS and store not in FLOORS[server][1]):
+            continue  # a floor serves plain REQ callers, from the stores it has
         cluster = None if args.endpoint else Cluster(store, args.replicas, server)
         try:
             if cluster is None:

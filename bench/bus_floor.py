@@ -33,7 +33,6 @@ if GREEN:
     monkey.patch_all()
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 from collections import deque  # noqa: E402
@@ -47,6 +46,7 @@ if GREEN:
 else:
     import zmq
 
+from console_common.proto.tokens import token_hash  # noqa: E402
 from consoleauth.stores.resp import NEED, RespParser, encode, mget  # noqa: E402
 
 WAVE = 64
@@ -65,9 +65,12 @@ def _reply(raw: bytes | None) -> bytes:
     return b'{"v":1,"ok":true,"result":' + raw + b"}" if raw is not None else INVALID
 
 
+def _key(token: str) -> bytes:
+    return KEY + token_hash(token).encode()
+
+
 def _keys(wave: list[list[bytes]]) -> list[bytes]:
-    return [KEY + hashlib.sha256(orjson.loads(m[-1])["args"]["token"].encode()).hexdigest().encode()
-            for m in wave]
+    return [_key(orjson.loads(m[-1])["args"]["token"]) for m in wave]
 
 
 def _read_wave(sock: zmq.Socket, first: list[bytes] | None = None) -> list[list[bytes]]:
@@ -142,18 +145,18 @@ def main() -> int:
         ap.error("--pipelined overlaps Redis round trips: it needs --redis-url")
     if args.pipelined and args.green:
         ap.error("--green runs the serial loop (waves in turn)")
-    key = _keys([[orjson.dumps({"args": {"token": args.token}})]])[0]
+    key, record = _key(args.token), _record(token_hash(args.token))
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(args.endpoint)
     if args.redis_url:
         redis = Redis(args.redis_url)
-        redis.ask(encode("SET", key, _record(key[len(KEY):].decode()), "PX", 3_600_000))
+        redis.ask(encode("SET", key, record, "PX", 3_600_000))
         if args.pipelined:
             serve_pipelined(sock, redis)
         serve_serial(sock, lambda keys: redis.ask(mget(keys)))  # type: ignore[arg-type]
-    table = {key: _record(key[len(KEY):].decode())}
+    table = {key: record}
     serve_serial(sock, lambda keys: [table.get(k) for k in keys])
     return 0
 
